@@ -1,0 +1,57 @@
+"""The application factory: routes, middlewares and the CouchDB connection's life cycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from . import design_docs, qido, stow, wado_rs, wado_uri
+from .appkeys import COUCH, SETTINGS
+from .couch import Couch
+from .errors import error_middleware
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def _couch_context(app: web.Application) -> AsyncIterator[None]:
+    """Connect (waiting for CouchDB), install the design documents, log the viewer's roots."""
+    settings = app[SETTINGS]
+    couch = Couch(settings.couch_url, settings.database, settings.couch_user, settings.couch_password)
+    info = await couch.open(settings.couch_wait)
+    log.info("CouchDB %s at %s, database %r", info.get("version"), settings.couch_url, settings.database)
+    for doc_id, content in design_docs.load().items():
+        if await couch.install_design_doc(doc_id, content):
+            log.info("installed design document %s (its indexes rebuild on the next query)", doc_id)
+    app[COUCH] = couch
+    root = f"http://{settings.host}:{settings.port}"
+    log.info("DICOMweb root (OHIF qidoRoot/wadoRoot): %s%s", root, settings.prefix)
+    log.info("WADO-URI root (OHIF wadoUriRoot): %s%s/wado", root, settings.prefix)
+    yield
+    await couch.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_couch_context)
+    p = settings.prefix
+    study, series, instance = p + "/studies/{study}", p + "/studies/{study}/series/{series}", \
+        p + "/studies/{study}/series/{series}/instances/{instance}"
+    app.add_routes([
+        web.post(p + "/studies", stow.store),
+        web.post(study, stow.store),
+        web.get(p + "/studies", qido.search_studies),
+        web.get(study + "/series", qido.search_series),
+        web.get(series + "/instances", qido.search_instances),
+        web.get(study + "/metadata", wado_rs.metadata),
+        web.get(series + "/metadata", wado_rs.metadata),
+        web.get(instance + "/metadata", wado_rs.metadata),
+        web.get("/", wado_uri.root),
+        web.get(p + "/wado", wado_uri.retrieve),
+    ])
+    if p:
+        app.router.add_get("/wado", wado_uri.retrieve)
+    return app

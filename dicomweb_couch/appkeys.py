@@ -1,0 +1,9 @@
+"""Typed keys for what the application holds, shared by the factory and the handlers."""
+
+from aiohttp import web
+
+from .couch import Couch
+from .settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+COUCH = web.AppKey("couch", Couch)

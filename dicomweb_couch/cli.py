@@ -1,0 +1,44 @@
+"""Command line: ``python -m dicomweb_couch [options]`` runs the server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from aiohttp import web
+
+from . import __version__
+from .app import create_app
+from .settings import ENV_PREFIX, Settings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m dicomweb_couch",
+        description="DICOMweb server (STOW-RS, QIDO-RS, WADO-RS, WADO-URI) storing DICOM in CouchDB. "
+        f"Every option can also be set by an environment variable {ENV_PREFIX}<NAME> "
+        f"(e.g. {ENV_PREFIX}COUCH_URL) or in a JSON config file (see config/).",
+    )
+    p.add_argument("--config", help="JSON settings file (env: DICOMWEB_COUCH_CONFIG); see config/example.json")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all interfaces)")
+    p.add_argument("--port", type=int, help="port to listen on (default 5985)")
+    p.add_argument("--couch-url", help="CouchDB server URL (default http://127.0.0.1:5984)")
+    p.add_argument("--couch-user", help="CouchDB user; Apache CouchDB 3 needs an admin to create the database")
+    p.add_argument("--couch-password", help="CouchDB password (prefer the environment variable DICOMWEB_COUCH_COUCH_PASSWORD)")
+    p.add_argument("--database", help="CouchDB database name (default 'chronicle', as dcmjs-org/dicomweb-server)")
+    p.add_argument("--prefix", help="URL prefix of the DICOMweb routes, e.g. /dicom-web (default: at the root)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default INFO)")
+    p.add_argument("--version", action="version", version=f"dicomweb_couch {__version__}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = vars(parse_args(argv))
+    config = args.pop("config")
+    try:
+        settings = Settings.load(cli=args, config_file=config)
+    except (ValueError, OSError) as exc:
+        sys.exit(f"dicomweb_couch: bad settings: {exc}")
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)

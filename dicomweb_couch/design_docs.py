@@ -1,0 +1,38 @@
+"""The CouchDB design documents, read from the ``design_docs/`` folder.
+
+Layout (the CouchApp convention): ``design_docs/<name>/views/<view>/map.js`` and an optional
+``reduce.js`` holding a built-in reduce such as ``_count``. Keeping them as plain JavaScript files
+lets them be read, diffed and reviewed like code; the server installs them at start-up.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+_CANDIDATES = (
+    Path(__file__).resolve().parent.parent / "design_docs",  # source checkout / editable install
+    Path(sys.prefix) / "share" / "dicomweb_couch" / "design_docs",  # wheel install (setup.cfg data_files)
+)
+
+
+def folder() -> Path:
+    for path in _CANDIDATES:
+        if path.is_dir():
+            return path
+    raise FileNotFoundError(f"design_docs/ not found in {[str(p) for p in _CANDIDATES]}")
+
+
+def load(root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Map of design document id (``_design/<name>``) to its content, without ``_rev``."""
+    root = root or folder()
+    docs: dict[str, dict[str, Any]] = {}
+    for ddoc in sorted(p for p in root.iterdir() if p.is_dir()):
+        views: dict[str, dict[str, str]] = {}
+        for view in sorted(p for p in (ddoc / "views").iterdir() if p.is_dir()):
+            views[view.name] = {"map": (view / "map.js").read_text().strip()}
+            if (view / "reduce.js").exists():
+                views[view.name]["reduce"] = (view / "reduce.js").read_text().strip()
+        docs[f"_design/{ddoc.name}"] = {"language": "javascript", "views": views}
+    return docs

@@ -1,0 +1,53 @@
+"""Error responses: every failure a client can cause becomes a 4xx with a reason it can read.
+
+Handlers raise :class:`DicomwebError` (or let :class:`~dicomweb_couch.matching.QueryError` and
+:class:`~dicomweb_couch.couch.CouchUnavailable` through); the middleware turns them, and
+aiohttp's own 404/405, into a small JSON body ``{"status", "error", "message"}``. Anything else
+is a bug: logged with its traceback and answered 500 without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from aiohttp import web
+
+from .couch import CouchUnavailable
+from .matching import QueryError
+
+log = logging.getLogger(__name__)
+
+
+class DicomwebError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def problem(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = {"status": status, "error": HTTPStatus(status).phrase, "message": message}
+    return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DicomwebError as exc:
+        return problem(exc.status, exc.message, exc.headers)
+    except QueryError as exc:
+        return problem(400, str(exc))
+    except CouchUnavailable as exc:
+        log.error("CouchDB unavailable: %s", exc)
+        return problem(503, f"the database is unavailable: {exc}")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        return problem(exc.status, message, {k: v for k, v in exc.headers.items() if k == "Allow"})
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path_qs)
+        return problem(500, "internal server error (logged on the server)")

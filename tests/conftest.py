@@ -1,0 +1,152 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# =============================================================================
+# CouchDB-API store
+#
+# `couch_server` (session): the CouchDB every test talks to. With
+# DICOMWEB_COUCH_TEST_URL set (and optionally DICOMWEB_COUCH_TEST_USER and
+# DICOMWEB_COUCH_TEST_PASSWORD) that server is used as is, e.g. Apache CouchDB 3;
+# otherwise a pouchdb-server (scripts/local_couch.py) is started on a free port
+# with its data in a temporary folder, and stopped at the end of the session.
+# `couch_db_name` (function): a fresh database name, deleted after the test.
+# =============================================================================
+
+
+def _load_local_couch() -> ModuleType:
+    """Import scripts/local_couch.py (scripts/ is no package)."""
+    name = "local_couch"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, REPO_ROOT / "scripts" / "local_couch.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+local_couch = _load_local_couch()
+
+
+@dataclass(frozen=True)
+class CouchServer:
+    """Where the tests' CouchDB answers: base URL (no trailing slash) and credentials."""
+
+    url: str
+    user: str | None = None
+    password: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        """Headers for every request: JSON answers (pouchdb-server needs it), basic auth if set."""
+        headers = {"Accept": "application/json"}
+        if self.user is not None:
+            token = f"{self.user}:{self.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
+        return headers
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """A blocking JSON request, ``path`` relative to the server root: (status, JSON body)."""
+        headers = self.headers()
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        url = f"{self.url}/{path.lstrip('/')}"
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        return status, json.loads(raw) if raw else None
+
+
+@pytest.fixture(scope="session")
+def local_couch_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The pouchdb-server started for this session (a ``local_couch.LocalCouch``), or
+    None when DICOMWEB_COUCH_TEST_URL names an external server."""
+    if os.environ.get("DICOMWEB_COUCH_TEST_URL"):
+        yield None
+        return
+    local_couch.ensure_installed()
+    with local_couch.start(tmp_path_factory.mktemp("couch"), port=0) as couch:
+        yield couch
+
+
+@pytest.fixture(scope="session")
+def couch_server(local_couch_store: Any) -> CouchServer:
+    """The CouchDB-API server for this test session (see the section comment above)."""
+    if local_couch_store is None:
+        return CouchServer(
+            url=os.environ["DICOMWEB_COUCH_TEST_URL"].rstrip("/"),
+            user=os.environ.get("DICOMWEB_COUCH_TEST_USER") or None,
+            password=os.environ.get("DICOMWEB_COUCH_TEST_PASSWORD") or None,
+        )
+    return CouchServer(url=local_couch_store.url)
+
+
+@pytest.fixture
+def couch_db_name(couch_server: CouchServer) -> Iterator[str]:
+    """A unique database name (not created); the database is deleted after the test if it exists."""
+    name = f"test_{uuid.uuid4().hex}"
+    yield name
+    status, body = couch_server.request("DELETE", name)
+    if status not in (200, 202, 404):
+        raise AssertionError(f"could not delete test database {name}: {status} {body}")
+
+
+# =============================================================================
+# End of the CouchDB-API store section.
+# =============================================================================
+
+
+# ---------------------------------------------------------------------------------------------
+# The application under test, against the real store above.
+# ---------------------------------------------------------------------------------------------
+
+from collections.abc import Awaitable, Callable  # noqa: E402
+
+from aiohttp.test_utils import TestClient  # noqa: E402
+
+from dicomweb_couch.app import create_app  # noqa: E402
+from dicomweb_couch.settings import Settings  # noqa: E402
+
+MakeClient = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+def make_client(aiohttp_client, couch_server: CouchServer) -> MakeClient:
+    """Start the server (a real TCP port) on a database of the real store, with any settings."""
+
+    async def make(database: str, **settings) -> TestClient:
+        config = Settings(couch_url=couch_server.url, couch_user=couch_server.user,
+                          couch_password=couch_server.password, database=database, couch_wait=30, **settings)
+        return await aiohttp_client(create_app(config))
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient, couch_db_name: str) -> TestClient:
+    return await make_client(couch_db_name)

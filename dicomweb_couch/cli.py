@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from aiohttp import web
 
@@ -41,4 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError) as exc:
         sys.exit(f"dicomweb_couch: bad settings: {exc}")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":
+        # pydicom warns about every odd value of every stored file; the STOW response already
+        # says what was refused and why, so its chatter only drowns the server's own log.
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=r"pydicom\.")
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)

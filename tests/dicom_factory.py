@@ -38,6 +38,10 @@ def make_instance(study: str, series: str, sop: str | None = None, *, patient_na
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.WindowCenter, ds.WindowWidth = 40, 400
+    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    ds.PixelSpacing, ds.SliceThickness = [0.5, 0.5], 1.0
+    ds.ImagePositionPatient = [0.0, 0.0, float(instance_number)]
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     pixels = (np.arange(rows * columns, dtype=np.uint16).reshape(rows, columns) * 7 + instance_number) % 4096
     ds.PixelData = pixels.tobytes()
     out = io.BytesIO()

@@ -1,0 +1,218 @@
+"""QIDO-RS on a generated archive in the real store: results compared with what the data says."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_factory import make_instance, stow
+
+
+@dataclass(frozen=True)
+class Study:
+    uid: str
+    patient_name: str
+    patient_id: str
+    date: str
+    accession: str
+    description: str
+    series: tuple[tuple[str, str, int], ...]  # (series UID, modality, instances)
+    charset: str | None = None
+
+    def files(self) -> list[bytes]:
+        return [make_instance(self.uid, series, patient_name=self.patient_name, patient_id=self.patient_id,
+                              modality=modality, study_date=self.date, accession=self.accession,
+                              description=self.description, series_number=n, instance_number=i + 1,
+                              charset=self.charset)
+                for n, (series, modality, count) in enumerate(self.series, 1) for i in range(count)]
+
+
+def study(name, pid, date, acc, desc, *series, charset=None) -> Study:
+    return Study(generate_uid(), name, pid, date, acc, desc,
+                 tuple((generate_uid(), modality, count) for modality, count in series), charset)
+
+
+A = study("Doe^John", "PAT-1", "20240102", "ACC-1", "Head CT", ("CT", 3), ("CT", 2))
+B = study("Smith^Anna", "PAT-2", "20230515", "ACC-2", "Chest MR", ("MR", 2), ("CT", 1))
+C = study("Müller^Jürgen", "PAT-3", "20221231", "ACC-3", "Knee", ("MR", 1), charset="ISO_IR 192")
+D = study("Doe^Jane", "PAT-1", "20240301", "ACC-4", "Follow-up", ("CT", 1))
+FILLERS = [study(f"Page^Patient{i:02d}", f"PAGE-{i}", f"201901{i + 1:02d}", f"ACC-P{i}", "Filler", ("CT", 1))
+           for i in range(25)]
+ALL = [A, B, C, D, *FILLERS]
+OHIF_LIST = {"limit": "101", "offset": "0", "fuzzymatching": "false",
+             "includefield": "00081030,00080060,00080090,00100030"}
+
+_loaded: set[str] = set()
+
+
+@pytest.fixture(scope="module")
+def archive_db(couch_server) -> Iterator[str]:
+    name = f"test_qido_{uuid.uuid4().hex[:12]}"
+    yield name
+    couch_server.request("DELETE", f"/{name}")
+
+
+@pytest.fixture
+async def qido(make_client, archive_db):
+    client = await make_client(archive_db)
+    if archive_db not in _loaded:
+        for s in ALL:
+            status, _ = await stow(client, s.files())
+            assert status == 200
+        _loaded.add(archive_db)
+    return client
+
+
+def value(record: dict, tag: str):
+    values = record.get(tag, {}).get("Value", [])
+    return values[0] if values else None
+
+
+async def studies(client, **params) -> list[str]:
+    resp = await client.get("/studies", params=params)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"].startswith("application/dicom+json")
+    return [value(r, "0020000D") for r in await resp.json()]
+
+
+def uids(*items: Study) -> set[str]:
+    return {s.uid for s in items}
+
+
+async def test_ohif_study_list(qido):
+    resp = await qido.get("/studies", params=OHIF_LIST, headers={"Accept": "application/dicom+json"})
+    records = {value(r, "0020000D"): r for r in await resp.json()}
+    assert set(records) == uids(*ALL)
+    a, b = records[A.uid], records[B.uid]
+    assert value(a, "00100010") == {"Alphabetic": "Doe^John"}
+    assert value(a, "00100020") == "PAT-1" and value(a, "00080020") == "20240102"
+    assert value(a, "00080050") == "ACC-1" and value(a, "00081030") == "Head CT"
+    assert value(a, "00100030") == "19700101"
+    assert value(a, "00201206") == 2 and value(a, "00201208") == 5
+    assert a["00080061"]["Value"] == ["CT"] and b["00080061"]["Value"] == ["CT", "MR"]
+    assert value(b, "00201206") == 2 and value(b, "00201208") == 3
+    assert value(a, "00081190").endswith(f"/studies/{A.uid}")
+    assert value(records[C.uid], "00100010") == {"Alphabetic": "Müller^Jürgen"}
+
+
+async def test_pages_have_no_duplicates_or_gaps(qido):
+    seen: list[str] = []
+    for offset in range(0, 40, 7):
+        seen += await studies(qido, limit="7", offset=str(offset))
+    assert len(seen) == len(set(seen)) == len(ALL)
+    filtered = []
+    for offset in range(0, 30, 10):
+        filtered += await studies(qido, PatientName="Page*", limit="10", offset=str(offset))
+    assert sorted(filtered) == sorted(uids(*FILLERS))
+
+
+@pytest.mark.parametrize("params, expected", [
+    ({"PatientName": "*doe*"}, [A, D]),
+    ({"PatientName": "Doe*"}, [A, D]),
+    ({"PatientName": "DOE^JOHN"}, [A]),
+    ({"PatientName": "Doe^J?hn"}, [A]),
+    ({"PatientName": "Müller*"}, [C]),
+    ({"PatientName": "muller", "fuzzymatching": "true"}, [C]),
+    ({"PatientName": "joh", "fuzzymatching": "true"}, [A]),
+    ({"00100020": "PAT-1"}, [A, D]),
+    ({"PatientID": "pat-1"}, []),
+    ({"AccessionNumber": "ACC-2"}, [B]),
+    ({"StudyDescription": "*Knee*"}, [C]),
+    ({"StudyDescription": "*knee*"}, []),
+    ({"StudyDate": "20240102"}, [A]),
+    ({"StudyDate": "20240101-20241231"}, [A, D]),
+    ({"StudyDate": "20221231-"}, [A, B, C, D]),
+    ({"StudyDate": "-20190102"}, FILLERS[:2]),
+    ({"ModalitiesInStudy": "MR"}, [B, C]),
+    ({"00080061": "MR,CT", "StudyDate": "20220101-"}, [A, B, C, D]),
+    ({"PatientID": "PAT-1", "StudyDate": "20240301"}, [D]),
+    ({"StudyInstanceUID": f"{A.uid},{C.uid}"}, [A, C]),
+    ({"StudyInstanceUID": f"{B.uid}\\{D.uid}"}, [B, D]),
+    ({"PatientName": "Nobody*"}, []),
+])
+async def test_study_matching(qido, params, expected):
+    assert sorted(await studies(qido, **params)) == sorted(uids(*expected))
+
+
+async def test_percent_encoded_values_match(qido):
+    resp = await qido.get("/studies?PatientName=Doe%5EJohn&includefield=00081030%2C00100030")
+    [record] = await resp.json()
+    assert value(record, "0020000D") == A.uid and value(record, "00081030") == "Head CT"
+
+
+async def test_includefield_all_and_defaults(qido):
+    [record] = await (await qido.get("/studies", params={"StudyInstanceUID": C.uid, "includefield": "all"})).json()
+    assert value(record, "00081030") == "Knee" and value(record, "00080005") == "ISO_IR 192"
+    [record] = await (await qido.get("/studies", params={"StudyInstanceUID": C.uid})).json()
+    assert "00081030" not in record  # not a default return key, not asked for
+    for tag in ("00080020", "00080030", "00080050", "00080061", "00080090", "00081190", "00100010",
+                "00100020", "00100030", "00100040", "0020000D", "00200010", "00201206", "00201208"):
+        assert tag in record, tag
+
+
+@pytest.mark.parametrize("query, word", [
+    ("limit=-1", "limit"), ("offset=abc", "offset"), ("StudyDate=2024-13-01", "StudyDate"),
+    ("NoSuchKeyword=1", "NoSuchKeyword"), ("fuzzymatching=maybe", "fuzzymatching"),
+    ("StudyInstanceUID=1.2.x", "StudyInstanceUID"), ("includefield=Bogus", "Bogus"),
+])
+async def test_bad_query_is_400_naming_the_parameter(qido, query, word):
+    resp = await qido.get(f"/studies?{query}")
+    assert resp.status == 400
+    assert word in (await resp.json())["message"]
+
+
+async def test_server_limit_cuts_with_warning(make_client, archive_db, qido):
+    client = await make_client(archive_db, qido_max_limit=5, qido_default_limit=4)
+    resp = await client.get("/studies", params={"limit": "10"})
+    assert len(await resp.json()) == 5 and resp.headers["Warning"].startswith("299 ")
+    resp = await client.get("/studies")
+    assert len(await resp.json()) == 4 and "Warning" in resp.headers
+    resp = await client.get("/studies", params={"limit": "3"})
+    assert len(await resp.json()) == 3 and "Warning" not in resp.headers
+
+
+async def test_series_of_a_study(qido):
+    resp = await qido.get(f"/studies/{A.uid}/series", params={"includefield": "0008103E,00080021"})
+    records = await resp.json()
+    assert [value(r, "0020000E") for r in records] == sorted(s for s, _, _ in A.series)
+    counts = {value(r, "0020000E"): value(r, "00201209") for r in records}
+    assert counts == {s: n for s, _, n in A.series}
+    for r in records:
+        assert value(r, "00080060") == "CT" and value(r, "0020000D") == A.uid
+        assert value(r, "0008103E").startswith("CT series")
+        assert value(r, "00081190").endswith(f"/studies/{A.uid}/series/{value(r, '0020000E')}")
+    mr = await (await qido.get(f"/studies/{B.uid}/series", params={"Modality": "MR"})).json()
+    assert [value(r, "0020000E") for r in mr] == [B.series[0][0]]
+    second = await (await qido.get(f"/studies/{A.uid}/series", params={"SeriesNumber": "2"})).json()
+    assert [value(r, "0020000E") for r in second] == [A.series[1][0]]
+    assert await (await qido.get("/studies/1.2.3.999/series")).json() == []
+
+
+async def test_instances_of_a_series(qido):
+    series = A.series[0][0]
+    resp = await qido.get(f"/studies/{A.uid}/series/{series}/instances")
+    records = await resp.json()
+    assert len(records) == 3
+    assert sorted(value(r, "00200013") for r in records) == [1, 2, 3]
+    for r in records:
+        assert value(r, "00080016") == "1.2.840.10008.5.1.4.1.1.2"
+        assert value(r, "00280010") == 16 and value(r, "00280011") == 16
+        assert value(r, "00081190").endswith(f"/instances/{value(r, '00080018')}")
+    page = await (await qido.get(f"/studies/{A.uid}/series/{series}/instances", params={"limit": "2", "offset": "2"})).json()
+    assert len(page) == 1
+    one = await (await qido.get(f"/studies/{A.uid}/series/{series}/instances",
+                                params={"InstanceNumber": "2"})).json()
+    assert [value(r, "00200013") for r in one] == [2]
+
+
+async def test_new_instance_is_found_by_the_next_query(client):
+    study_uid, series_uid = generate_uid(), generate_uid()
+    for n in range(1, 4):
+        assert (await stow(client, [make_instance(study_uid, series_uid, instance_number=n)]))[0] == 200
+        [record] = await (await client.get("/studies", params={"StudyInstanceUID": study_uid})).json()
+        assert value(record, "00201208") == n
+        assert len(await (await client.get(f"/studies/{study_uid}/series/{series_uid}/instances")).json()) == n

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -34,6 +35,11 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
+    if settings.log_level != "DEBUG":
+        # pydicom warns about every odd value of every stored file; the STOW response already
+        # says what was refused and why, so its chatter would only drown the server's own log.
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=r"pydicom\.")
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_couch_context)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 
 from aiohttp import web
 
@@ -39,12 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     config = args.pop("config")
     try:
         settings = Settings.load(cli=args, config_file=config)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, TypeError) as exc:  # TypeError: a config file of the wrong shape
         sys.exit(f"dicomweb_couch: bad settings: {exc}")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.log_level != "DEBUG":
-        # pydicom warns about every odd value of every stored file; the STOW response already
-        # says what was refused and why, so its chatter only drowns the server's own log.
-        logging.getLogger("pydicom").setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", module=r"pydicom\.")
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)

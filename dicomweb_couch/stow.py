@@ -64,6 +64,8 @@ async def store(request: web.Request) -> web.Response:
         raise DicomwebError(400, broken)
     if not outcomes:
         raise DicomwebError(400, "the multipart body holds no parts: nothing to store")
+    if all(o.failure_reason == PROCESSING_FAILURE for o in outcomes):
+        raise DicomwebError(503, "the database is unavailable: nothing was stored; try again later")
     return _response(request, outcomes, expected_study, broken)
 
 
@@ -71,11 +73,11 @@ def _open_multipart(request: web.Request) -> MultipartReader:
     """Check the media type (415) and boundary (400) before reading anything."""
     if request.content_type != "multipart/related":
         raise DicomwebError(415, f"STOW-RS takes multipart/related; type=\"application/dicom\", not {request.content_type!r}")
-    kind = request.content_type and request.headers.get("Content-Type", "")
-    type_param = _param(kind, "type")
+    header = request.headers.get("Content-Type", "")
+    type_param = _param(header, "type")
     if type_param not in (None, "application/dicom"):
         raise DicomwebError(415, f"multipart/related type={type_param!r} is not supported: only application/dicom parts (Part 10 files)")
-    if not _param(kind, "boundary"):
+    if not _param(header, "boundary"):
         raise DicomwebError(400, "the multipart/related Content-Type has no boundary parameter")
     return MultipartReader(request.headers, request.content)
 
@@ -145,7 +147,7 @@ def _response(request: web.Request, outcomes: list[Outcome], expected_study: str
             "00081150": element("UI", *filter(None, [o.sop_class_uid])),
             "00081155": element("UI", *filter(None, [o.sop_instance_uid])),
             "00081197": element("US", o.failure_reason),
-            "00000902": element("LO", o.message[:64]) if len(o.message) <= 64 else element("LT", o.message),
+            "00000902": element("LO", o.message),  # ErrorComment, as dcm4chee gives it: why, in words
         } for o in failed])
     if stored:
         body["00081199"] = element("SQ", *[{

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 from pydicom.uid import generate_uid
 
 from dicom_factory import make_instance, multipart, stow
+from dicomweb_couch.appkeys import COUCH
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -100,3 +103,23 @@ async def test_several_instances_in_one_request(client):
     files = [make_instance(study, series, instance_number=i) for i in range(1, 6)]
     status, body = await stow(client, files)
     assert status == 200 and len(tag(body, "00081199")) == 5
+
+
+async def test_large_instance_round_trip(client):
+    """Larger than the in-memory spool: goes through a temporary file both ways."""
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    data = make_instance(study, series, sop, rows=2500, columns=2500)  # 12.5 MB of pixels
+    assert (await stow(client, [data]))[0] == 200
+    resp = await client.get("/wado", params={"requestType": "WADO", "studyUID": study, "seriesUID": series, "objectUID": sop})
+    assert await resp.read() == data
+
+
+async def test_database_failure_is_503(client):
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    client.app[COUCH].url = f"http://127.0.0.1:{dead}"
+    resp = await client.get("/studies")
+    assert resp.status == 503 and "database" in (await resp.json())["message"]
+    status, body = await stow(client, [make_instance(generate_uid(), generate_uid())])
+    assert status == 503 and "nothing was stored" in body["message"]

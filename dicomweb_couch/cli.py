@@ -10,6 +10,7 @@ from aiohttp import web
 
 from . import __version__
 from .app import create_app
+from .couch import CouchUnavailable
 from .settings import ENV_PREFIX, Settings
 
 
@@ -38,7 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     config = args.pop("config")
     try:
         settings = Settings.load(cli=args, config_file=config)
-    except (ValueError, OSError, TypeError) as exc:  # TypeError: a config file of the wrong shape
+    except (ValueError, OSError) as exc:
         sys.exit(f"dicomweb_couch: bad settings: {exc}")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    try:
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    except CouchUnavailable as exc:  # already explained: a traceback would only bury the reason
+        sys.exit(f"dicomweb_couch: {exc}")

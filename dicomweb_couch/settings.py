@@ -48,6 +48,8 @@ class Settings:
         values: dict[str, Any] = {}
         if config_file:
             data = json.loads(Path(config_file).read_text())
+            if not isinstance(data, dict):
+                raise ValueError(f"{config_file}: must hold a JSON object of settings, not {type(data).__name__}")
             unknown = set(data) - {f.name for f in fields(cls)}
             if unknown:
                 raise ValueError(f"{config_file}: unknown settings {sorted(unknown)}")
@@ -61,10 +63,19 @@ class Settings:
 
 
 def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
-    """Environment values arrive as strings: convert them to the field's type."""
+    """Give a value the type of its setting: environment values arrive as strings, and a config
+    file can hold anything, so a wrong type is a ValueError naming the setting."""
     default = {f.name: f.default for f in fields(cls)}[name]
-    if isinstance(default, bool) and isinstance(value, str):
-        return value.lower() in ("1", "true", "yes", "on")
-    if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
-        return type(default)(value)
-    return value
+    kind = str if default is None else type(default)  # the optional settings are strings
+    if value is None and default is None:
+        return None
+    try:
+        if kind is bool:
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        if kind in (int, float) and not isinstance(value, (bool, dict, list)) and value is not None:
+            return kind(value)
+        if kind is str and isinstance(value, str):
+            return value
+    except ValueError:
+        pass
+    raise ValueError(f"setting {name!r} must be {kind.__name__}, not {value!r}")

@@ -2,8 +2,10 @@
 
 from aiohttp import web
 
+from .catalog import StudyCatalog
 from .couch import Couch
 from .settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 COUCH = web.AppKey("couch", Couch)
+CATALOG = web.AppKey("catalog", StudyCatalog)

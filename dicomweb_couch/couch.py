@@ -32,6 +32,7 @@ ATTACHMENT = "object.dcm"
 """Attachment name of the Part 10 file, as dcmjs-org/dicomweb-server stored it."""
 
 _CHUNK = 256 * 1024
+_DELETE_BATCH = 500
 _JSON_HEADERS = {
     # pouchdb-server answers text/plain unless asked for JSON, which aiocouch cannot decode.
     "Accept": "application/json",
@@ -57,8 +58,23 @@ class Attachment:
     chunks: AsyncIterator[bytes]
 
 
+@dataclass(frozen=True)
+class AttachmentStream:
+    """An attachment being read from some offset on; ``size`` is the whole attachment's length."""
+
+    size: int
+    _content: aiohttp.StreamReader | None
+
+    async def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; b"" at the end."""
+        return await self._content.read(n) if self._content is not None else b""
+
+
 class Couch:
     """A connection to one database on a CouchDB (or CouchDB-API) server."""
+
+    ranges_honoured: bool | None = None
+    """Whether the server answers Range requests with 206 (None until a ranged read showed it)."""
 
     def __init__(self, url: str, database: str, user: str | None = None, password: str | None = None):
         self.url = url.rstrip("/")
@@ -155,6 +171,30 @@ class Couch:
         _, data = await self._request("GET", url, params=query)
         return data["rows"]
 
+    async def view_keys(self, ddoc: str, view: str, keys: list[Any], **params: Any) -> list[dict[str, Any]]:
+        """Rows of a view for many exact keys in one request (POST, as URLs have a length limit)."""
+        url = self._path("_design", ddoc, "_view", view)
+        query = {k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in params.items()}
+        _, data = await self._request("POST", url, params=query, json={"keys": keys})
+        return data["rows"]
+
+    async def update_seq(self) -> Any:
+        """The database's current sequence: opaque (a string on CouchDB 3, a number on pouchdb)."""
+        return (await self.database_info())["update_seq"]
+
+    async def changes(self, since: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
+        """Up to ``limit`` changes after ``since``, without documents, and the sequence reached."""
+        _, data = await self._request("GET", self._path("_changes"), params={"since": str(since), "limit": str(limit)})
+        return data["results"], data["last_seq"]
+
+    async def latest_revisions(self, doc_ids: list[str]) -> list[dict[str, Any]]:
+        """The current revision of each document, tombstones of deleted ones included (their
+        bodies are kept by both servers), via the ``_doc_ids`` changes filter."""
+        _, data = await self._request("POST", self._path("_changes"),
+                                      params={"filter": "_doc_ids", "include_docs": "true"},
+                                      json={"doc_ids": doc_ids})
+        return [row["doc"] for row in data["results"] if row.get("doc")]
+
     # -- design documents ------------------------------------------------------------------
 
     async def install_design_doc(self, doc_id: str, content: Mapping[str, Any]) -> bool:
@@ -244,6 +284,73 @@ class Couch:
                 )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise CouchUnavailable(f"reading attachment {doc_id}/{name} failed: {exc!r}") from exc
+
+    @asynccontextmanager
+    async def attachment_from(self, doc_id: str, offset: int = 0,
+                              name: str = ATTACHMENT) -> AsyncIterator[AttachmentStream | None]:
+        """Read an attachment from byte ``offset`` on (None if missing).
+
+        A ``Range`` request where the server honours it (Apache CouchDB answers 206); pouchdb-server
+        ignores Range and sends the whole attachment with 200, whose first ``offset`` bytes are
+        then read and dropped here. ``ranges_honoured`` records which of the two this server does.
+        """
+        headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        try:
+            async with self._http.get(self._path(doc_id, name), headers=headers, auto_decompress=False) as resp:
+                if resp.status == 404:
+                    yield None
+                    return
+                if resp.status == 206:
+                    self.ranges_honoured = True
+                    size = int(resp.headers.get("Content-Range", "/0").rpartition("/")[2])
+                elif resp.status == 200:
+                    if offset:
+                        self.ranges_honoured = False
+                    size = resp.content_length or 0
+                    skip = offset
+                    while skip > 0 and (dropped := await resp.content.read(min(skip, _CHUNK))):
+                        skip -= len(dropped)
+                elif resp.status == 416:  # offset at or past the end (Apache CouchDB)
+                    size = offset
+                else:
+                    raise CouchUnavailable(f"CouchDB answered {resp.status} for attachment {doc_id}/{name}")
+                yield AttachmentStream(size, resp.content if resp.status != 416 else None)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise CouchUnavailable(f"reading attachment {doc_id}/{name} failed: {exc!r}") from exc
+
+    async def delete_instances(self, instances: Mapping[str, str]) -> int:
+        """Delete instance documents (id -> StudyInstanceUID) in bulk; return how many were deleted.
+
+        The current revisions come from ``_all_docs`` (no document bodies), the deletions go in one
+        ``_bulk_docs`` request per batch. Each tombstone keeps the StudyInstanceUID, so whoever
+        follows the changes feed (the study catalog) knows which study lost an instance; the
+        attachment goes with the deleted revision (its space comes back at compaction). A
+        document changed meanwhile (a conflict) is deleted again with its new revision.
+        """
+        deleted = 0
+        pending = list(instances)
+        for _ in range(5):
+            conflicts: list[str] = []
+            for start in range(0, len(pending), _DELETE_BATCH):
+                batch = pending[start:start + _DELETE_BATCH]
+                _, found = await self._request("POST", self._path("_all_docs"), json={"keys": batch})
+                docs = [{"_id": row["id"], "_rev": row["value"]["rev"], "_deleted": True,
+                         "dataset": {"0020000D": {"vr": "UI", "Value": [instances[row["id"]]]}}}
+                        for row in found["rows"] if "value" in row and not row["value"].get("deleted")]
+                if not docs:
+                    continue
+                _, results = await self._request("POST", self._path("_bulk_docs"), json={"docs": docs})
+                deleted += sum(1 for r in results if "error" not in r)
+                conflicts += [r["id"] for r in results if r.get("error") == "conflict"]
+                failed = [r for r in results if "error" in r and r.get("error") != "conflict"]
+                if failed:
+                    raise CouchUnavailable(f"CouchDB refused to delete {failed[0]['id']}: {failed[0].get('reason')}")
+            if not conflicts:
+                return deleted
+            pending = conflicts
+        raise CouchUnavailable(f"instance {pending[0]} kept conflicting with concurrent writes")
 
     async def store_instance(self, doc: dict[str, Any], fp: IO[bytes], size: int) -> bool:
         """Store an instance document with its Part 10 file; False if that very file is already there.

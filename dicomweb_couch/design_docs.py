@@ -3,13 +3,18 @@
 Layout (the CouchApp convention): ``design_docs/<name>/views/<view>/map.js`` and an optional
 ``reduce.js`` holding a built-in reduce such as ``_count``. Keeping them as plain JavaScript files
 lets them be read, diffed and reviewed like code; the server installs them at start-up.
+The ``LEVEL_TAGS_*`` names in map functions are replaced by the tag lists of ``levels.py``.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from .levels import view_constants
 
 _CANDIDATES = (
     Path(__file__).resolve().parent.parent / "design_docs",  # source checkout / editable install
@@ -31,8 +36,13 @@ def load(root: Path | None = None) -> dict[str, dict[str, Any]]:
     for ddoc in sorted(p for p in root.iterdir() if p.is_dir()):
         views: dict[str, dict[str, str]] = {}
         for view in sorted(p for p in (ddoc / "views").iterdir() if p.is_dir()):
-            views[view.name] = {"map": (view / "map.js").read_text().strip()}
+            views[view.name] = {"map": _with_constants((view / "map.js").read_text().strip())}
             if (view / "reduce.js").exists():
                 views[view.name]["reduce"] = (view / "reduce.js").read_text().strip()
         docs[f"_design/{ddoc.name}"] = {"language": "javascript", "views": views}
     return docs
+
+
+def _with_constants(source: str) -> str:
+    constants = view_constants()
+    return re.sub(r"\bLEVEL_TAGS_[A-Z_]+\b", lambda m: json.dumps(list(constants[m.group(0)])), source)

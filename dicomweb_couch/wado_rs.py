@@ -17,7 +17,7 @@ from .appkeys import COUCH
 from .couch import Couch
 from .legacy import normalize_stored
 from .errors import DicomwebError
-from .qido import DDOC, HIGH
+from .catalog import DDOC, HIGH
 from .responses import DICOM_JSON, dicom_json
 
 BATCH = 200

@@ -10,20 +10,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import __version__
 from .appkeys import COUCH
 from .dicomjson import is_valid_uid
 from .errors import DicomwebError
-from .qido import DDOC
+from .catalog import DDOC
 
 _DICOM = "application/dicom"
-
-
-async def root(request: web.Request) -> web.StreamResponse:
-    """``/`` answers WADO-URI requests (the predecessor's root) and otherwise says what this is."""
-    if request.query:
-        return await retrieve(request)
-    return web.json_response({"server": "dicomweb_couch", "version": __version__})
 
 
 async def retrieve(request: web.Request) -> web.StreamResponse:

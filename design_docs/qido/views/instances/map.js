@@ -10,9 +10,7 @@ function (doc) {
   }
   var study = first('0020000D'), series = first('0020000E'), sop = first('00080018') || doc._id;
   if (!study || !series) { return; }
-  var INSTANCE = ['00080005', '00080008', '00080016', '00080018', '00080022', '00080023', '00080032',
-                  '00080033', '00080201', '00200013', '00280004', '00280008', '00280010', '00280011',
-                  '00280100', '0040A491', '0040A493', '0040A043'];
+  var INSTANCE = LEVEL_TAGS_INSTANCE;  // dicomweb_couch/levels.py
   var attrs = {};
   for (var i = 0; i < INSTANCE.length; i++) {
     if (d[INSTANCE[i]]) { attrs[INSTANCE[i]] = d[INSTANCE[i]]; }

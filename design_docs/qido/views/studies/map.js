@@ -10,16 +10,13 @@ function (doc) {
   }
   var study = first('0020000D');
   if (!study) { return; }
-  // Patient and Study IE attributes (PS3.3 C.7.1.1, C.7.2.1, C.7.2.2, C.7.1.3, C.7.2.3).
-  var STUDY = ['00080005', '00080020', '00080030', '00080050', '00080051', '00080090', '00080096',
-               '00080201', '00081030', '00081032', '00081048', '00081049', '00081060', '00081062',
-               '00081080', '00081110', '0020000D', '00200010', '00321032', '00321033', '00321060',
-               '00321064', '00380010', '00380500'];
+  // Patient and Study IE attributes (dicomweb_couch/levels.py)
+  var STUDY = LEVEL_TAGS_STUDY, TRIAL = LEVEL_TAGS_STUDY_CLINICAL_TRIAL;
   var attrs = {};
   var tags = Object.keys(d).sort();
   for (var i = 0; i < tags.length; i++) {
     var t = tags[i], group = t.substring(0, 4);
-    if (group === '0010' || (group === '0012' && (t < '00120060' || t === '00120062' || t === '00120063' || t === '00120064'))
+    if (group === '0010' || (group === '0012' && (t < '00120060' || TRIAL.indexOf(t) >= 0))
         || STUDY.indexOf(t) >= 0) {
       attrs[t] = d[t];
     }

@@ -18,14 +18,18 @@ in the tombstone); a deletion the catalog cannot place triggers a rebuild.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .couch import Couch
+from .legacy import normalize_stored
+from .matching import normalize_index_text
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ HIGH: dict[str, Any] = {}  # collates after every string in a view key: the open
 CHANGES_BATCH = 1000
 REBUILD_AFTER = 20_000  # a backlog of changes larger than this is cheaper to rebuild than to replay
 MAX_PARALLEL = 8
-VIEWS = ("studies", "series", "instances", "index", "membership")
+VIEWS = ("studies", "series", "instances", "membership")
 
 
 @dataclass
@@ -51,9 +55,67 @@ class StudySummary:
     def instances(self) -> int:
         return sum(self.variants.values())
 
-    def attributes(self) -> dict[str, Any]:
-        """The study-level attributes as most of the study's instances carry them."""
-        return json.loads(self.variants.most_common(1)[0][0])
+    @cached_property
+    def dataset(self) -> dict[str, Any]:
+        """Study-level attributes as most of the study's instances carry them, and the computed
+        ones (PS3.18 10.6.3.3) but RetrieveURL, which depends on the request. Computed once:
+        a changed study gets a new summary."""
+        attrs = normalize_stored(json.loads(self.variants.most_common(1)[0][0]))
+        attrs.update({
+            "00080056": {"vr": "CS", "Value": ["ONLINE"]},
+            "00080061": {"vr": "CS", "Value": sorted(self.modalities)},
+            "00080062": {"vr": "UI", "Value": sorted(self.sop_classes)},
+            "00201206": {"vr": "IS", "Value": [len(self.series)]},
+            "00201208": {"vr": "IS", "Value": [self.instances]},
+        })
+        return dict(sorted(attrs.items()))
+
+
+EXACT_TAGS = ("00080050", "00080061", "00080062", "00100020", "00200010")
+SORTED_TAGS = ("00080020", "00080090", "00100010")  # dates; person names, upper-cased, whole and by component
+
+
+class StudyIndex:
+    """Look-ups over the catalog whose cost follows the answer: exact values, and ranges or
+    prefixes over sorted values. Person names are indexed upper-cased (PN matching ignores case),
+    whole and by name component, in every representation; the caller still checks each match."""
+
+    def __init__(self, studies: Iterable[StudySummary]):
+        exact: dict[str, defaultdict[str, set[str]]] = {t: defaultdict(set) for t in EXACT_TAGS}
+        ordered: dict[str, list[tuple[str, str]]] = {t: [] for t in SORTED_TAGS}
+        for study in studies:
+            for tag in EXACT_TAGS:
+                for value in _strings(study.dataset.get(tag)):
+                    exact[tag][value].add(study.uid)
+            for value in _strings(study.dataset.get("00080020")):
+                ordered["00080020"].append((value, study.uid))
+            for tag in ("00080090", "00100010"):
+                for name in _names(study.dataset.get(tag)):
+                    ordered[tag] += [(key, study.uid) for key in {name, *name.split("^")} if key]
+        self._exact = exact
+        self._ordered = {tag: sorted(rows) for tag, rows in ordered.items()}
+
+    def exact(self, tag: str, value: str) -> set[str]:
+        return set(self._exact[tag].get(value, ()))
+
+    def between(self, tag: str, low: str, high: str | None) -> set[str]:
+        """Studies with a value in [low, high]; high None is open."""
+        rows = self._ordered[tag]
+        start = bisect.bisect_left(rows, (low, ""))
+        end = len(rows) if high is None else bisect.bisect_right(rows, (high, "\uffff"))
+        return {uid for _, uid in rows[start:end]}
+
+
+def _strings(element: dict[str, Any] | None) -> list[str]:
+    return [v for v in (element or {}).get("Value", []) if isinstance(v, str) and v]
+
+
+def _names(element: dict[str, Any] | None) -> list[str]:
+    names = []
+    for value in (element or {}).get("Value", []):
+        if isinstance(value, dict):
+            names += [normalize_index_text(v) for v in value.values() if isinstance(v, str)]
+    return names
 
 
 def summaries(rows: Iterable[dict[str, Any]]) -> dict[str, StudySummary]:
@@ -86,6 +148,7 @@ class StudyCatalog:
         self._couch = couch
         self._studies: dict[str, StudySummary] = {}
         self._ordered: list[StudySummary] | None = None
+        self._index: StudyIndex | None = None
         self._seq: Any = None
         self._lock = asyncio.Lock()
 
@@ -104,7 +167,14 @@ class StudyCatalog:
             stale = True
         if self._ordered is None:
             self._ordered = [self._studies[uid] for uid in sorted(self._studies)]
+            self._index = StudyIndex(self._ordered)
         return self._ordered, stale
+
+    @property
+    def index(self) -> StudyIndex:
+        """Look-ups as of the last ``current()``."""
+        assert self._index is not None, "current() first"
+        return self._index
 
     async def keep_warm(self, interval: float) -> None:
         """Apply changes every ``interval`` seconds, and have CouchDB index them in every view, so

@@ -23,13 +23,13 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 
 from .appkeys import CATALOG, COUCH, SETTINGS
-from .catalog import DDOC, HIGH, CatalogNotReady, StudySummary
+from .catalog import DDOC, EXACT_TAGS, HIGH, CatalogNotReady, StudyIndex, StudySummary
 from .couch import Couch
 from .errors import DicomwebError
 from .legacy import normalize_stored
@@ -108,6 +108,10 @@ def parse_query(params: Mapping[str, str], settings: Settings, level: str) -> Qu
             else:
                 include.add(matcher.path.split(".")[0])  # universal matching: just return it
     _combine_date_time(matchers)
+    if level == "study":  # a study matches Modality/SOPClassUID through what its instances have
+        for tag, computed in (("00080060", "00080061"), ("00080016", "00080062")):
+            if tag in matchers and computed not in matchers:
+                matchers[computed] = replace(matchers.pop(tag), path=computed)
     limit = _integer(params, "limit", settings.qido_default_limit)
     offset = _integer(params, "offset", 0)
     fuzzy = params.get("fuzzymatching", "false").lower()
@@ -150,16 +154,7 @@ def _integer(params: Mapping[str, str], name: str, default: int) -> int:
 
 
 def study_record(request: web.Request, study: StudySummary) -> dict[str, Any]:
-    attrs = normalize_stored(study.attributes())
-    attrs.update({
-        "00080056": element("CS", "ONLINE"),
-        "00080061": element("CS", *sorted(study.modalities)),
-        "00080062": element("UI", *sorted(study.sop_classes)),
-        "00081190": element("UR", study_url(request, study.uid)),
-        "00201206": element("IS", len(study.series)),
-        "00201208": element("IS", study.instances),
-    })
-    return dict(sorted(attrs.items()))
+    return dict(study.dataset, **{"00081190": element("UR", study_url(request, study.uid))})
 
 
 def _with_study(record: dict[str, Any], request: web.Request, study: StudySummary | None, query: Query) -> None:
@@ -238,54 +233,25 @@ async def _studies(request: web.Request, query: Query) -> list[StudySummary]:
     """Studies that pass the study-level filters, in UID order."""
     catalog = request.app[CATALOG]
     every = await _catalog(request)
-    candidates = await _candidates(request.app[COUCH], query)
-    pool = every if candidates is None else [s for uid in sorted(candidates) if (s := catalog.get(uid))]
-    if not query.at("study"):
-        return pool
-    return [s for s in pool if query.match("study", study_record(request, s))]
+    plans = [plan for m in query.at("study") if (plan := _index_plan(catalog.index, m, query.fuzzy)) is not None]
+    pool = every if not plans else [s for uid in sorted(set.intersection(*plans)) if (s := catalog.get(uid))]
+    return [s for s in pool if query.match("study", s.dataset)]
 
 
-async def _candidates(couch: Couch, query: Query) -> set[str] | None:
-    """Studies that can match, from the index; None when no filter has an index."""
-    plans = [plan for level in ("study", "series") for m in query.at(level)
-             if (plan := _index_plan(m, query.fuzzy)) is not None]
-    if not plans:
-        return None
-    sets = []
-    for plan in plans:
-        if isinstance(plan, set):
-            sets.append(plan)
-        else:
-            found = await asyncio.gather(*(_index(couch, *key_range) for key_range in plan))
-            sets.append(set().union(*found))
-    return set.intersection(*sets)
-
-
-async def _index(couch: Couch, tag: str, low: str, high: str | None) -> set[str]:
-    """Studies with a value of ``tag`` in [low, high] (high None: no upper bound) in the index view."""
-    end = [tag, high, HIGH] if high is not None else [tag, HIGH]
-    rows = await couch.view(DDOC, "index", group_level=3, startkey=[tag, low], endkey=end)
-    return {row["key"][2] for row in rows}
-
-
-IndexPlan = set[str] | list[tuple[str, str, str | None]]
-
-
-def _index_plan(m: Matcher, fuzzy: bool) -> IndexPlan | None:
-    """How the index view narrows this filter: known studies, key ranges to unite, or None."""
+def _index_plan(index: StudyIndex, m: Matcher, fuzzy: bool) -> set[str] | None:
+    """The studies the catalog's index says can match this filter, or None if it cannot say."""
     if m.path == "0020000D" and m.kind in ("single", "list"):
         return set(m.values)
-    if m.path == "00080020" and m.kind in ("single", "range"):
-        return [(m.path, m.low or "", m.high)]
-    tag = "00080060" if m.path == "00080061" else m.path  # ModalitiesInStudy: the Modality index
-    if tag in ("00080050", "00080060", "00100020", "00200010") and m.kind in ("single", "list"):
-        return [(tag, v, v) for v in m.values]
+    if m.path == "00080020" and m.vr == "DA" and m.kind in ("single", "range"):
+        return index.between(m.path, m.low or "", m.high)
+    tag = m.path
+    if tag in EXACT_TAGS and m.kind in ("single", "list"):
+        return set().union(*(index.exact(tag, v) for v in m.values))
     if tag in ("00100010", "00080090") and not fuzzy and m.kind in ("single", "wildcard"):
         prefix = wildcard_prefix(m)
-        if prefix:
-            # a prefix range even without wildcard: stored names may carry trailing '^' or '=' groups
+        if prefix:  # a prefix range even without wildcard: stored names may have trailing '^'
             prefix = normalize_index_text(prefix)
-            return [(tag, prefix, prefix + "\ufff0")]
+            return index.between(tag, prefix, prefix + "\uffff")
     return None
 
 
@@ -341,7 +307,8 @@ async def search_series(request: web.Request) -> web.Response:
     wanted = query.offset + query.limit + 1
     skipped = 0
     for study in studies:
-        if not query.at("series") and not query.at("instance") and skipped + len(study.series) <= query.offset:
+        if (not found and not query.at("series") and not query.at("instance")
+                and skipped + len(study.series) <= query.offset):
             skipped += len(study.series)  # a whole study before the page: counted, not read
             continue
         for record in await series_records(request, couch, study.uid):
@@ -367,7 +334,7 @@ async def search_instances(request: web.Request) -> web.Response:
     skipped = 0
     for study in studies:
         unfiltered = not query.at("series") and not query.at("instance")
-        if series is None and unfiltered and skipped + study.instances <= query.offset:
+        if not found and series is None and unfiltered and skipped + study.instances <= query.offset:
             skipped += study.instances
             continue
         series_ok: set[str] | None = None

@@ -216,3 +216,89 @@ async def test_new_instance_is_found_by_the_next_query(client):
         [record] = await (await client.get("/studies", params={"StudyInstanceUID": study_uid})).json()
         assert value(record, "00201208") == n
         assert len(await (await client.get(f"/studies/{study_uid}/series/{series_uid}/instances")).json()) == n
+
+
+# -- every resource, level-aware filters --------------------------------------------------------
+
+
+async def search(client, path, **params) -> list[dict]:
+    resp = await client.get(path, params=params)
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_top_level_series(qido):
+    records = await search(qido, "/series", limit="1000")
+    assert len(records) == sum(len(s.series) for s in ALL)
+    mr = await search(qido, "/series", Modality="MR")
+    assert sorted(value(r, "0020000E") for r in mr) == sorted([B.series[0][0], C.series[0][0]])
+    doe = await search(qido, "/series", PatientName="Doe*", Modality="CT")
+    assert {value(r, "0020000D") for r in doe} == uids(A, D) and len(doe) == 3
+    assert all(value(r, "00100010") for r in doe)  # the study attribute matched on is returned
+    page = await search(qido, "/series", limit="4", offset="3")
+    assert [value(r, "0020000E") for r in page] == [value(r, "0020000E") for r in records[3:7]]
+
+
+async def test_top_level_and_study_instances(qido):
+    everything = await search(qido, "/instances", limit="1000")
+    assert len(everything) == sum(n for s in ALL for _, _, n in s.series)
+    in_a = await search(qido, f"/studies/{A.uid}/instances")
+    assert len(in_a) == 5 and {value(r, "0020000D") for r in in_a} == {A.uid}
+    ct_of_b = await search(qido, f"/studies/{B.uid}/instances", Modality="CT")
+    assert [value(r, "0020000E") for r in ct_of_b] == [B.series[1][0]]
+    page = await search(qido, "/instances", limit="5", offset="30")
+    assert [value(r, "00080018") for r in page] == [value(r, "00080018") for r in everything[30:35]]
+    numbered = await search(qido, "/instances", InstanceNumber="3", PatientID="PAT-1")
+    assert [value(r, "0020000D") for r in numbered] == [A.uid]
+
+
+async def test_study_search_on_series_and_instance_attributes(qido):
+    assert sorted(await studies(qido, Modality="MR")) == sorted(uids(B, C))
+    assert sorted(await studies(qido, SeriesDescription="MR series*")) == sorted(uids(B, C))
+    assert sorted(await studies(qido, SOPClassUID="1.2.840.10008.5.1.4.1.1.4")) == sorted(uids(B, C))
+    assert await studies(qido, InstanceNumber="3") == [A.uid]
+    assert await studies(qido, InstanceNumber="3", Modality="MR") == []
+
+
+async def test_combined_date_time_range(qido):
+    # every study was made at 10:15:00 on its date: a date-time range cuts through its first day
+    assert await studies(qido, StudyDate="20240102-20240301", StudyTime="1200-") == [D.uid]
+    assert sorted(await studies(qido, StudyDate="20240102-20240301", StudyTime="1000-")) == sorted(uids(A, D))
+    assert await studies(qido, StudyDate="20240101-20240102", StudyTime="-1015") == [A.uid]
+
+
+async def test_sequence_and_instance_attributes_need_documents(qido):
+    series = A.series[0][0]
+    # PixelSpacing is not in the instances view: the documents are read to match and return it
+    records = await search(qido, f"/studies/{A.uid}/series/{series}/instances", includefield="00280030",
+                           ImagePositionPatient="")
+    assert all(r["00280030"]["Value"] == [0.5, 0.5] and "00200032" in r for r in records)
+    records = await search(qido, f"/studies/{A.uid}/series/{series}/instances", RescaleIntercept="-1024")
+    assert len(records) == 3
+    assert await search(qido, f"/studies/{A.uid}/series/{series}/instances", RescaleIntercept="7") == []
+
+
+async def test_ignored_parameters_are_said(qido):
+    resp = await qido.get("/studies", params={"orderby": "PatientName", "limit": "2"})
+    assert resp.status == 200 and "orderby" in resp.headers["Warning"]
+
+
+async def test_counts_follow_new_instances_in_other_series(client):
+    study_uid = generate_uid()
+    first, second = generate_uid(), generate_uid()
+    await stow(client, [make_instance(study_uid, first, modality="CT")])
+    [record] = await search(client, "/studies", StudyInstanceUID=study_uid)
+    assert record["00080061"]["Value"] == ["CT"] and value(record, "00201206") == 1
+    await stow(client, [make_instance(study_uid, second, modality="MR"), make_instance(study_uid, second, modality="MR")])
+    [record] = await search(client, "/studies", StudyInstanceUID=study_uid, Modality="MR")
+    assert record["00080061"]["Value"] == ["CT", "MR"]
+    assert value(record, "00201206") == 2 and value(record, "00201208") == 3
+
+
+async def test_other_server_process_sees_stores_of_this_one(make_client, couch_db_name):
+    """Two servers on one database: each keeps its own catalog, current from the changes feed."""
+    one, two = await make_client(couch_db_name), await make_client(couch_db_name)
+    assert await search(two, "/studies") == []
+    study_uid = generate_uid()
+    await stow(one, [make_instance(study_uid, generate_uid())])
+    assert [value(r, "0020000D") for r in await search(two, "/studies")] == [study_uid]

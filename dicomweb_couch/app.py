@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from collections.abc import AsyncIterator
@@ -9,7 +10,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import design_docs, qido, stow, wado_rs, wado_uri
-from .appkeys import COUCH, SETTINGS
+from .appkeys import CATALOG, COUCH, SETTINGS
+from .catalog import StudyCatalog
 from .couch import Couch
 from .errors import error_middleware
 from .settings import Settings
@@ -27,10 +29,14 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
         if await couch.install_design_doc(doc_id, content):
             log.info("installed design document %s (its indexes rebuild on the next query)", doc_id)
     app[COUCH] = couch
+    app[CATALOG] = StudyCatalog(couch)
+    warmer = asyncio.create_task(app[CATALOG].keep_warm(settings.index_refresh))
     root = f"http://{settings.host}:{settings.port}"
     log.info("DICOMweb root (OHIF qidoRoot/wadoRoot): %s%s", root, settings.prefix)
     log.info("WADO-URI root (OHIF wadoUriRoot): %s%s/wado", root, settings.prefix)
     yield
+    warmer.cancel()
+    await asyncio.gather(warmer, return_exceptions=True)
     await couch.close()
 
 
@@ -52,6 +58,9 @@ def create_app(settings: Settings) -> web.Application:
         web.get(p + "/studies", qido.search_studies),
         web.get(study + "/series", qido.search_series),
         web.get(series + "/instances", qido.search_instances),
+        web.get(study + "/instances", qido.search_instances),
+        web.get(p + "/series", qido.search_series),
+        web.get(p + "/instances", qido.search_instances),
         web.get(study + "/metadata", wado_rs.metadata),
         web.get(series + "/metadata", wado_rs.metadata),
         web.get(instance + "/metadata", wado_rs.metadata),

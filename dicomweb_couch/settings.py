@@ -28,6 +28,8 @@ class Settings:
     couch_wait: float = 60.0  # seconds to wait for CouchDB at start-up
     qido_default_limit: int = 1000  # results when the client gives no limit (PS3.18 8.3.4.4)
     qido_max_limit: int = 1000  # larger limits are cut, with a Warning header
+    index_refresh: float = 5.0  # seconds between background updates of the study catalog and view indexes
+    index_patience: float = 10.0  # seconds a search waits for a long index update before answering from the last state
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()

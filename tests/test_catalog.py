@@ -1,0 +1,75 @@
+"""The study catalog: its index look-ups (pure), and how it follows the database (real store)."""
+
+from __future__ import annotations
+
+import json
+
+from pydicom.uid import generate_uid
+
+from dicom_factory import make_instance, stow
+from dicomweb_couch.appkeys import CATALOG
+from dicomweb_couch.catalog import StudyIndex, StudySummary
+
+
+def summary(uid: str, name: str, pid: str, date: str, modalities: set[str]) -> StudySummary:
+    attrs = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": name, "Ideographic": name.upper() + "=I"}]},
+             "00100020": {"vr": "LO", "Value": [pid]}, "00080020": {"vr": "DA", "Value": [date]}}
+    study = StudySummary(uid, modalities=modalities, series={"1"})
+    study.variants[json.dumps(attrs)] = 3
+    return study
+
+
+INDEX = StudyIndex([
+    summary("1.1", "Doe^John", "P1", "20200101", {"CT"}),
+    summary("1.2", "Doering^Ann", "P2", "20210615", {"MR", "CT"}),
+    summary("1.3", "Smith^Doe", "P1", "20221231", {"PT"}),
+])
+
+
+def test_exact_values():
+    assert INDEX.exact("00100020", "P1") == {"1.1", "1.3"}
+    assert INDEX.exact("00100020", "p1") == set()
+    assert INDEX.exact("00080061", "CT") == {"1.1", "1.2"}
+
+
+def test_ranges_are_inclusive_and_open_ended():
+    assert INDEX.between("00080020", "20200101", "20210615") == {"1.1", "1.2"}
+    assert INDEX.between("00080020", "20210616", None) == {"1.3"}
+    assert INDEX.between("00080020", "", "20191231") == set()
+
+
+def test_names_by_whole_name_and_component_prefix():
+    assert INDEX.between("00100010", "DOE", "DOE\uffff") == {"1.1", "1.2", "1.3"}  # Smith^Doe by component
+    assert INDEX.between("00100010", "DOE^", "DOE^\uffff") == {"1.1"}
+    assert INDEX.between("00100010", "SMITH", "SMITH\uffff") == {"1.3"}
+
+
+def test_summary_dataset_has_the_computed_attributes():
+    study = summary("1.2", "Doering^Ann", "P2", "20210615", {"MR", "CT"})
+    assert study.dataset["00080061"]["Value"] == ["CT", "MR"]
+    assert study.dataset["00201208"]["Value"] == [3] and study.dataset["00201206"]["Value"] == [1]
+
+
+async def test_deletion_behind_the_servers_back_is_seen(client, couch_server, couch_db_name):
+    """A tombstone without the study UID (a delete made directly in CouchDB) makes the catalog
+    re-read itself: the counts are right on the next search."""
+    study, series = generate_uid(), generate_uid()
+    sops = [generate_uid() for _ in range(3)]
+    assert (await stow(client, [make_instance(study, series, sop) for sop in sops]))[0] == 200
+    [record] = await (await client.get("/studies", params={"StudyInstanceUID": study})).json()
+    assert record["00201208"]["Value"] == [3]
+    status, doc = couch_server.request("GET", f"/{couch_db_name}/{sops[0]}")
+    assert couch_server.request("DELETE", f"/{couch_db_name}/{sops[0]}?rev={doc['_rev']}")[0] == 200
+    [record] = await (await client.get("/studies", params={"StudyInstanceUID": study})).json()
+    assert record["00201208"]["Value"] == [2]
+
+
+async def test_catalog_survives_a_large_backlog(client, monkeypatch):
+    """More changes than worth replaying: the catalog re-reads the view instead."""
+    monkeypatch.setattr("dicomweb_couch.catalog.REBUILD_AFTER", 2)
+    study, series = generate_uid(), generate_uid()
+    await client.get("/studies")
+    assert (await stow(client, [make_instance(study, series, instance_number=i) for i in range(5)]))[0] == 200
+    [record] = await (await client.get("/studies")).json()
+    assert record["00201208"]["Value"] == [5]
+    assert client.app[CATALOG].get(study) is not None

@@ -5,8 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import pydicom
 import pytest
+from pydicom.data import get_charset_files
 from pydicom.uid import generate_uid
 
 from dicom_factory import make_instance, stow
@@ -302,3 +305,32 @@ async def test_other_server_process_sees_stores_of_this_one(make_client, couch_d
     study_uid = generate_uid()
     await stow(one, [make_instance(study_uid, generate_uid())])
     assert [value(r, "0020000D") for r in await search(two, "/studies")] == [study_uid]
+
+
+# -- names in other character sets --------------------------------------------------------------
+
+CHARSET_FILES = ["chrArab.dcm", "chrFren.dcm", "chrGerm.dcm", "chrGreek.dcm", "chrH31.dcm", "chrH32.dcm",
+                 "chrHbrw.dcm", "chrI2.dcm", "chrKoreanMulti.dcm", "chrRuss.dcm", "chrX1.dcm", "chrX2.dcm"]
+
+
+@pytest.mark.parametrize("params, files", [
+    ({"PatientName": "山田^太郎"}, {"chrH31.dcm", "chrH32.dcm"}),
+    ({"PatientName": "やまだ*"}, {"chrH31.dcm", "chrH32.dcm"}),
+    ({"PatientName": "Люк*"}, {"chrRuss.dcm"}),
+    ({"PatientName": "buc^jérôme"}, {"chrFren.dcm"}),
+    ({"PatientName": "jerome", "fuzzymatching": "true"}, {"chrFren.dcm"}),
+    ({"PatientName": "äneas*"}, {"chrGerm.dcm"}),
+    ({"PatientName": "Διονυσιος"}, {"chrGreek.dcm"}),
+    ({"PatientName": "홍*"}, {"chrI2.dcm"}),
+    ({"PatientName": "王^小東"}, {"chrX1.dcm"}),
+    ({"PatientName": "*dong"}, {"chrX1.dcm", "chrX2.dcm", "chrI2.dcm"}),
+])
+async def test_names_in_other_character_sets(client, params, files):
+    paths = {Path(p).name: p for p in get_charset_files()}
+    status, body = await stow(client, [Path(paths[name]).read_bytes() for name in CHARSET_FILES])
+    assert status == 200, body
+    study_of = {name: pydicom.dcmread(paths[name], stop_before_pixels=True).StudyInstanceUID for name in CHARSET_FILES}
+    found = set(await studies(client, **params))
+    expected = {study_of[name] for name in files}
+    others = {study_of[name] for name in CHARSET_FILES} - expected
+    assert expected <= found and not (found & others - expected), params

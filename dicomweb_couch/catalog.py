@@ -151,6 +151,7 @@ class StudyCatalog:
         self._index: StudyIndex | None = None
         self._seq: Any = None
         self._lock = asyncio.Lock()
+        self._queued: asyncio.Future[int] | None = None
 
     async def current(self, patience: float = 10.0) -> tuple[list[StudySummary], bool]:
         """Every study in UID order, including every change made before this call, and False;
@@ -195,8 +196,18 @@ class StudyCatalog:
         return self._studies.get(uid)
 
     async def refresh(self) -> int:
-        """Apply the changes made since the last refresh; return how many there were."""
+        """Apply the changes made before this call; return how many there were.
+
+        Callers that arrive while no refresh has started reading share the next one, so a burst
+        of searches costs one ``_changes`` request, not one each.
+        """
+        if self._queued is None:
+            self._queued = asyncio.ensure_future(self._refresh())
+        return await asyncio.shield(self._queued)
+
+    async def _refresh(self) -> int:
         async with self._lock:
+            self._queued = None  # from here on, newcomers need a later refresh
             if self._seq is None:
                 await self._rebuild()
                 return 0
@@ -207,10 +218,9 @@ class StudyCatalog:
                 if total > REBUILD_AFTER:
                     await self._rebuild()
                     return total
-                if results:
-                    if not await self._apply(results):
-                        await self._rebuild()
-                        return total
+                if results and not await self._apply(results):
+                    await self._rebuild()
+                    return total
                 self._seq = last_seq
                 if len(results) < CHANGES_BATCH:
                     return total

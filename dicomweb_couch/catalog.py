@@ -133,9 +133,11 @@ def summaries(rows: Iterable[dict[str, Any]]) -> dict[str, StudySummary]:
     return studies
 
 
-async def study_rows(couch: Couch, first: str, last: str) -> dict[str, StudySummary]:
-    """Summaries of the studies with UIDs in [first, last], read from the view."""
-    rows = await couch.view(DDOC, "studies", group_level=5, startkey=[first], endkey=[last, HIGH])
+async def study_rows(couch: Couch, uid: str | None = None) -> dict[str, StudySummary]:
+    """The summary of one study, or of every study (no key range: nothing depends on how the
+    server collates strings), read from the view."""
+    key_range = {"startkey": [uid], "endkey": [uid, HIGH]} if uid is not None else {}
+    rows = await couch.view(DDOC, "studies", group_level=5, **key_range)
     return summaries(rows)
 
 
@@ -230,7 +232,7 @@ class StudyCatalog:
         log.info("reading the study catalog from the studies view (database at sequence %s; "
                  "CouchDB first indexes what is new, which takes a while after a large import)", seq)
         started = asyncio.get_running_loop().time()
-        self._studies = await study_rows(self._couch, "", "\ufff0")
+        self._studies = await study_rows(self._couch)
         self._ordered, self._seq = None, seq
         log.info("study catalog: %d studies, read in %.1f s", len(self._studies),
                  asyncio.get_running_loop().time() - started)
@@ -254,7 +256,7 @@ class StudyCatalog:
 
         async def reread(uid: str) -> None:
             async with gate:
-                found = await study_rows(self._couch, uid, uid)
+                found = await study_rows(self._couch, uid)
             if uid in found:
                 self._studies[uid] = found[uid]
             else:

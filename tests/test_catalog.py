@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import pytest
 from pydicom.uid import generate_uid
 
 from dicom_factory import make_instance, stow
-from dicomweb_couch.appkeys import CATALOG
-from dicomweb_couch.catalog import StudyIndex, StudySummary
+from dicomweb_couch.appkeys import CATALOG, COUCH
+from dicomweb_couch.catalog import CatalogNotReady, StudyCatalog, StudyIndex, StudySummary
 
 
 def summary(uid: str, name: str, pid: str, date: str, modalities: set[str]) -> StudySummary:
@@ -73,3 +75,25 @@ async def test_catalog_survives_a_large_backlog(client, monkeypatch):
     [record] = await (await client.get("/studies")).json()
     assert record["00201208"]["Value"] == [5]
     assert client.app[CATALOG].get(study) is not None
+
+
+async def test_a_slow_first_read_is_not_waited_for(client):
+    """With no patience, a catalog that was never read says so (the search answers 503), and one
+    that was read answers from its last state while it updates (the search adds a Warning)."""
+    catalog = StudyCatalog(client.app[COUCH])
+    with pytest.raises(CatalogNotReady):
+        await catalog.current(patience=0)
+    await catalog.refresh()
+    studies, stale = await catalog.current(patience=0)
+    assert studies == [] and stale
+    assert (await catalog.current(patience=5))[1] is False
+
+
+async def test_search_during_index_update_answers_at_once(make_client, couch_db_name):
+    client = await make_client(couch_db_name, index_patience=0)
+    resp = await client.get("/studies")
+    if resp.status == 503:  # the catalog's first read was still running
+        assert resp.headers["Retry-After"] == "10" and "being built" in (await resp.json())["message"]
+        while (resp := await client.get("/studies")).status == 503:
+            await asyncio.sleep(0.1)
+    assert resp.status == 200 and "being updated" in resp.headers["Warning"]

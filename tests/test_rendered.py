@@ -1,0 +1,165 @@
+"""Rendered and thumbnail resources: JPEG, PNG and GIF images with window, viewport and quality."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.uid import generate_uid
+
+from dicom_factory import make_instance, stow
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.rendering import Window, apply_window, parse_parameters, to_8bit
+from wado_helpers import TEST_FILES, corrupt_rle, frames_of, media_type, multiframe, parts, path, store
+
+
+def image(body: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(body))
+
+
+@pytest.mark.parametrize("name, mode", [
+    ("CT_small.dcm", "L"), ("MR_small_bigendian.dcm", "L"), ("examples_ybr_color.dcm", "RGB"),
+    ("examples_palette.dcm", "RGB"), ("SC_rgb_rle_16bit.dcm", "RGB"), ("JPEG2000.dcm", "L"),
+    ("MR_small_jpeg_ls_lossless.dcm", "L"), ("6278", "L"), ("SC_rgb_jpeg.dcm", "RGB"), ("liver_1frame.dcm", "L"),
+])
+async def test_instance_rendered_as_jpeg_png_gif(client, name, mode):
+    ds = pydicom.dcmread(TEST_FILES[name])
+    uids = await store(client, TEST_FILES[name].read_bytes())
+    for accept, kind, fmt in (("image/jpeg", "image/jpeg", "JPEG"), ("image/png", "image/png", "PNG"),
+                              ("image/gif", "image/gif", "GIF"), ("*/*", "image/jpeg", "JPEG"),
+                              ("text/html, image/*;q=0.5", "image/jpeg", "JPEG"),
+                              ('multipart/related; type="image/png"', "image/png", "PNG")):
+        resp = await client.get(path(uids) + "/rendered", headers={"Accept": accept})
+        assert resp.status == 200 and resp.headers["Content-Type"] == kind, accept
+        img = image(await resp.read())
+        assert img.format == fmt and img.size == (ds.Columns, ds.Rows)
+        if fmt != "GIF":
+            assert img.mode == mode
+
+
+async def test_monochrome_pipeline_uses_the_stored_window(client):
+    data = make_instance(generate_uid(), generate_uid(), rows=16, columns=16)  # window 40/400, rescale -1024
+    ds = pydicom.dcmread(io.BytesIO(data))
+    uids = await store(client, data)
+    png = np.asarray(image(await (await client.get(path(uids) + "/rendered", headers={"Accept": "image/png"})).read()))
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    assert np.array_equal(png, np.rint(apply_window(hu, Window(40, 400)) * 255).astype(np.uint8))
+    assert np.array_equal(png, to_8bit(ds.pixel_array, ds))
+
+
+async def test_window_parameter_overrides_and_monochrome1_inverts(client):
+    data = make_instance(generate_uid(), generate_uid(), rows=16, columns=16)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    uids = await store(client, data)
+    for query, window in (("window=0,8000", Window(0, 8000)), ("window=-300,600,linear_exact", Window(-300, 600, "LINEAR_EXACT")),
+                          ("window=-300,600,SIGMOID", Window(-300, 600, "SIGMOID"))):
+        shown = await (await client.get(path(uids) + "/rendered?" + query, headers={"Accept": "image/png"})).read()
+        assert np.array_equal(np.asarray(image(shown)), np.rint(apply_window(hu, window) * 255).astype(np.uint8))
+    ds = pydicom.dcmread(TEST_FILES["6278"])  # MONOCHROME1
+    assert ds.PhotometricInterpretation == "MONOCHROME1"
+    uids = await store(client, TEST_FILES["6278"].read_bytes())
+    shown = np.asarray(image(await (await client.get(path(uids) + "/rendered", headers={"Accept": "image/png"})).read()))
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    assert np.array_equal(shown, 255 - to_8bit(ds.pixel_array, ds))
+
+
+async def test_viewport_scales_crops_and_flips(client):
+    pixels = frames_of(1, rows=64, columns=128)
+    uids = await store(client, multiframe(pixels))
+    resp = await client.get(path(uids) + "/rendered?viewport=64,64", headers={"Accept": "image/png"})
+    assert image(await resp.read()).size == (64, 32)  # aspect kept
+    resp = await client.get(path(uids) + "/rendered?viewport=32,32,0,0,32,32", headers={"Accept": "image/png"})
+    region = np.asarray(image(await resp.read()))
+    full = np.asarray(image(await (await client.get(path(uids) + "/rendered", headers={"Accept": "image/png"})).read()))
+    assert np.array_equal(region, full[:32, :32])
+    resp = await client.get(path(uids) + "/rendered?viewport=32,32,32,0,-32,32", headers={"Accept": "image/png"})
+    assert np.array_equal(np.asarray(image(await resp.read())), full[:32, :32][:, ::-1])
+
+
+async def test_quality_changes_jpeg_size(client):
+    uids = await store(client, TEST_FILES["CT_small.dcm"].read_bytes())
+    low = await (await client.get(path(uids) + "/rendered?quality=5", headers={"Accept": "image/jpeg"})).read()
+    high = await (await client.get(path(uids) + "/rendered?quality=100", headers={"Accept": "image/jpeg"})).read()
+    assert len(low) < len(high)
+
+
+async def test_frames_rendered_one_or_several(client):
+    pixels = frames_of(5)
+    uids = await store(client, multiframe(pixels, layout="bot"))
+    resp = await client.get(path(uids) + "/frames/3/rendered", headers={"Accept": "image/png"})
+    assert resp.headers["Content-Type"] == "image/png"
+    third = np.asarray(image(await resp.read()))
+    got = await parts(await client.get(path(uids) + "/frames/3,1/rendered", headers={"Accept": "image/png"}))
+    assert [media_type(p) for p in got] == ["image/png", "image/png"]
+    assert np.array_equal(np.asarray(image(got[0].body)), third)
+    assert not np.array_equal(np.asarray(image(got[1].body)), third)
+    resp = await client.get(path(uids) + "/frames/6/rendered")
+    assert resp.status == 404
+
+
+async def test_study_and_series_rendered_and_thumbnails(client):
+    study, ct, mr = generate_uid(), generate_uid(), generate_uid()
+    files = [make_instance(study, ct, instance_number=n, rows=40, columns=60) for n in (3, 1, 2)]
+    files.append(make_instance(study, mr, modality="MR", rows=40, columns=60))
+    assert (await stow(client, files))[0] == 200
+    got = await parts(await client.get(f"/studies/{study}/rendered", headers={"Accept": "image/jpeg"}))
+    assert len(got) == 4 and all(media_type(p) == "image/jpeg" for p in got)
+    got = await parts(await client.get(f"/studies/{study}/series/{mr}/rendered"))
+    assert len(got) == 1
+    for url in (f"/studies/{study}/thumbnail", f"/studies/{study}/series/{ct}/thumbnail"):
+        resp = await client.get(url, headers={"Accept": "image/png"})
+        assert resp.status == 200 and image(await resp.read()).size == (128, 85)
+    resp = await client.get(f"/studies/{study}/series/{ct}/thumbnail?viewport=30,30")
+    assert image(await resp.read()).size == (30, 20)
+
+
+async def test_instance_thumbnail_is_the_middle_frame(client):
+    pixels = frames_of(5)
+    uids = await store(client, multiframe(pixels))
+    thumb = await (await client.get(path(uids) + "/thumbnail?viewport=24,32", headers={"Accept": "image/png"})).read()
+    middle = await (await client.get(path(uids) + "/frames/3/rendered", headers={"Accept": "image/png"})).read()
+    assert np.array_equal(np.asarray(image(thumb)), np.asarray(image(middle)))
+
+
+@pytest.mark.parametrize("query, words", [
+    ("window=40", "window"), ("window=a,b", "window"), ("window=40,0", "width"), ("window=40,400,cubic", "function"),
+    ("viewport=0,10", "viewport"), ("viewport=10", "viewport"), ("viewport=10,10,0,0,0,5", "cannot be 0"),
+    ("viewport=99999,10", "viewport"), ("quality=0", "quality"), ("quality=high", "quality"), ("window=1,inf", "window"),
+])
+async def test_bad_rendering_parameters_are_400(client, query, words):
+    uids = await store(client, make_instance(generate_uid(), generate_uid()))
+    resp = await client.get(path(uids) + "/rendered?" + query)
+    assert resp.status == 400
+    assert words in (await resp.json())["message"]
+
+
+async def test_not_renderable(client):
+    uids = await store(client, TEST_FILES["test-SR.dcm"].read_bytes())
+    for suffix in ("/rendered", "/thumbnail"):
+        resp = await client.get(path(uids) + suffix)
+        assert resp.status == 404 and "no " in (await resp.json())["message"]
+    resp = await client.get(f"/studies/{uids[0]}/rendered")
+    assert resp.status == 404
+    uids = await store(client, make_instance(generate_uid(), generate_uid()))
+    resp = await client.get(path(uids) + "/rendered", headers={"Accept": "application/dicom"})
+    assert resp.status == 406 and "image/jpeg" in (await resp.json())["message"]
+    uids = await store(client, corrupt_rle(generate_uid(), generate_uid()))
+    resp = await client.get(path(uids) + "/rendered")
+    assert resp.status == 406 and "cannot be rendered" in (await resp.json())["message"]
+
+
+def test_parameters_and_windows():
+    assert parse_parameters({}).viewport is None
+    assert parse_parameters({}, thumbnail=True).viewport.width == 128
+    params = parse_parameters({"window": "40,400,SIGMOID", "viewport": "100,50,,,,", "quality": "70"})
+    assert params.window == Window(40, 400, "SIGMOID") and params.viewport.sw is None and params.quality == 70
+    values = np.array([-1000.0, 39.5, 40.0, 1000.0])
+    assert apply_window(values, Window(40, 400)).tolist()[0] == 0 and apply_window(values, Window(40, 400)).tolist()[-1] == 1
+    assert apply_window(values, Window(40, 400, "LINEAR_EXACT"))[2] == 0.5
+    assert apply_window(values, Window(40, 400, "SIGMOID"))[2] == 0.5
+    with pytest.raises(DicomwebError):
+        parse_parameters({"window": "1,2,3,4"})

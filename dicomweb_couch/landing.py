@@ -1,0 +1,107 @@
+"""The landing page ``/``: what this server is, whether its database answers, where the viewer is.
+
+``/`` is also the predecessor's WADO-URI root, so a request with a query is a WADO-URI request
+(PS3.18 9) and goes there. Without one, a person gets a small HTML page and a monitoring client
+that asks for ``application/json`` the same facts as JSON; both are 503 while CouchDB does not
+answer, so a health check needs nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from dataclasses import asdict, dataclass, replace
+from urllib.parse import urlsplit, urlunsplit
+
+from aiohttp import web
+
+from . import __version__, wado_uri
+from .appkeys import CATALOG, COUCH, SETTINGS
+from .catalog import CatalogNotReady
+from .couch import CouchUnavailable
+from .responses import dicomweb_root
+from .viewer import MOUNT, VIEWER_DIR, build_problem
+
+
+@dataclass(frozen=True)
+class Status:
+    version: str
+    couch_url: str
+    database: str
+    couch_version: str | None = None
+    studies: int | None = None
+    instances: int | None = None
+    couch_error: str | None = None
+    viewer_error: str | None = None
+
+
+def without_credentials(url: str) -> str:
+    """The URL with any user and password taken out: the page is public."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def status(app: web.Application) -> Status:
+    """CouchDB's version, and the archive's size from the study catalog (which QIDO-RS keeps current)."""
+    settings = app[SETTINGS]
+    facts = Status(version=__version__, couch_url=without_credentials(settings.couch_url),
+                   database=settings.database, viewer_error=await asyncio.to_thread(build_problem, app[VIEWER_DIR]))
+    try:
+        facts = replace(facts, couch_version=str((await app[COUCH].server_info()).get("version")))
+        studies, _ = await app[CATALOG].current(settings.index_patience)
+    except CouchUnavailable as exc:
+        return replace(facts, couch_error=str(exc))
+    except CatalogNotReady:  # a large archive being indexed for the first time: no counts yet
+        return facts
+    return replace(facts, studies=len(studies), instances=sum(study.instances for study in studies))
+
+
+def _count(n: int | None, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def render(status: Status, dicomweb: str) -> str:
+    """The HTML page: plain markup, readable without styles or scripts."""
+    e = html.escape
+    if status.couch_error is None:
+        studies, instances = _count(status.studies, "study", "studies"), _count(status.instances, "instance", "instances")
+        size = "counting (CouchDB is indexing)" if status.studies is None else f"{studies}, {instances}"
+        couch = (f"<td class=ok>reachable</td><td>CouchDB {e(status.couch_version or '?')} at "
+                 f"{e(status.couch_url)}, database <b>{e(status.database)}</b>: {size}</td>")
+    else:
+        couch = (f"<td class=bad>unavailable</td><td>{e(status.couch_url)}, database "
+                 f"<b>{e(status.database)}</b>: {e(status.couch_error)}</td>")
+    if status.viewer_error is None:
+        viewer = f'<td class=ok>installed</td><td><a href="{MOUNT}/">open the OHIF Viewer</a></td>'
+    else:
+        viewer = f'<td class=bad>not available</td><td>{e(status.viewer_error)} (<a href="{MOUNT}/">how to install</a>)</td>'
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>dicomweb_couch</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}} td{{padding:.3em .8em}}
+.ok{{color:#186a1e;font-weight:bold}} .bad{{color:#a01010;font-weight:bold}}</style></head>
+<body>
+<h1>dicomweb_couch {e(status.version)}</h1>
+<p>A DICOMweb archive (PS3.18) keeping its instances in CouchDB.</p>
+<table>
+<tr><th>CouchDB</th>{couch}</tr>
+<tr><th>Viewer</th>{viewer}</tr>
+<tr><th>DICOMweb root</th><td colspan=2><code>{e(dicomweb)}</code> (QIDO-RS, WADO-RS, STOW-RS)</td></tr>
+<tr><th>WADO-URI root</th><td colspan=2><code>{e(dicomweb)}/wado</code></td></tr>
+</table>
+</body></html>
+"""
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    if request.query:
+        return await wado_uri.retrieve(request)
+    facts = await status(request.app)
+    code = 200 if facts.couch_error is None else 503
+    accept = request.headers.get("Accept", "")
+    if "application/json" in accept and "text/html" not in accept:
+        return web.json_response(dict(server="dicomweb_couch", **asdict(facts)), status=code)
+    return web.Response(text=render(facts, dicomweb_root(request)), status=code, content_type="text/html",
+                        headers={"Cache-Control": "no-store"})

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import design_docs, qido, stow, wado_rs, wado_uri
+from . import (auth, bulkdata, cors, delete, design_docs, frames, landing, qido, rendered, retrieve, stow, viewer,
+               wado_rs, wado_uri)
 from .appkeys import CATALOG, COUCH, SETTINGS
 from .catalog import StudyCatalog
 from .couch import Couch
@@ -34,9 +35,11 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
     root = f"http://{settings.host}:{settings.port}"
     log.info("DICOMweb root (OHIF qidoRoot/wadoRoot): %s%s", root, settings.prefix)
     log.info("WADO-URI root (OHIF wadoUriRoot): %s%s/wado", root, settings.prefix)
+    log.info("OHIF Viewer: %s%s/ (%s)", root, viewer.MOUNT, viewer.build_problem(app[viewer.VIEWER_DIR]) or "installed")
     yield
     warmer.cancel()
     await asyncio.gather(warmer, return_exceptions=True)
+    await app[CATALOG].close()
     await couch.close()
 
 
@@ -49,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_couch_context)
+    auth.install(app, settings)
     p = settings.prefix
     study, series, instance = p + "/studies/{study}", p + "/studies/{study}/series/{series}", \
         p + "/studies/{study}/series/{series}/instances/{instance}"
@@ -64,9 +68,19 @@ def create_app(settings: Settings) -> web.Application:
         web.get(study + "/metadata", wado_rs.metadata),
         web.get(series + "/metadata", wado_rs.metadata),
         web.get(instance + "/metadata", wado_rs.metadata),
-        web.get("/", wado_uri.root),
+        *[web.get(path, retrieve.retrieve) for path in (study, series, instance)],
+        web.get(instance + "/frames/{frames}", frames.retrieve_frames),
+        web.get(instance + "/bulkdata/{path:.+}", bulkdata.retrieve_bulkdata),
+        *[web.get(path + "/rendered", rendered.resource_rendered) for path in (study, series)],
+        web.get(instance + "/rendered", rendered.instance_rendered),
+        web.get(instance + "/frames/{frames}/rendered", rendered.frames_rendered),
+        *[web.get(path + "/thumbnail", rendered.thumbnail) for path in (study, series, instance)],
+        *[web.delete(path, delete.delete) for path in (study, series, instance)],
+        web.get("/", landing.index),
         web.get(p + "/wado", wado_uri.retrieve),
     ])
     if p:
         app.router.add_get("/wado", wado_uri.retrieve)
+    viewer.setup(app, settings.ohif_dir)
+    cors.setup(app, settings.cors_origins)
     return app

@@ -160,7 +160,7 @@ class StudyCatalog:
         or, when bringing it up to date takes longer than ``patience`` seconds (a large import
         being indexed), the last state and True, while the update goes on in the background."""
         update = asyncio.ensure_future(self.refresh())
-        update.add_done_callback(_log_failure)
+        update.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported by the shared refresh
         try:
             await asyncio.wait_for(asyncio.shield(update), patience)
             stale = False
@@ -205,7 +205,14 @@ class StudyCatalog:
         """
         if self._queued is None:
             self._queued = asyncio.ensure_future(self._refresh())
+            self._queued.add_done_callback(_log_failure)
         return await asyncio.shield(self._queued)
+
+    async def close(self) -> None:
+        """Stop a refresh nobody waits for any more (at shutdown, before the connection closes)."""
+        if self._queued is not None:
+            self._queued.cancel()
+            await asyncio.gather(self._queued, return_exceptions=True)
 
     async def _refresh(self) -> int:
         async with self._lock:
@@ -269,6 +276,7 @@ class StudyCatalog:
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
-    """A refresh nobody waited for any more still reports its failure."""
+    """A refresh nobody waited for any more still reports its failure (and so is not reported
+    by asyncio as an exception never retrieved)."""
     if not task.cancelled() and task.exception() is not None:
         log.warning("study catalog update failed: %s", task.exception())

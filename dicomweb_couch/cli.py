@@ -30,6 +30,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database", help="CouchDB database name (default 'chronicle', as dcmjs-org/dicomweb-server)")
     p.add_argument("--prefix", help="URL prefix of the DICOMweb routes, e.g. /dicom-web (default: at the root)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default INFO)")
+    p.add_argument("--cors-origins", help="origins whose pages may call the API, comma-separated "
+                   "(default * = any; '' = none), e.g. https://viewer.example.org")
+    p.add_argument("--ohif-dir", help="the OHIF Viewer build served at /ohif/ (default var/ohif; "
+                   "python scripts/ohif.py install puts the pinned one there)")
+    p.add_argument("--ohif-config", help="an OHIF app-config.js to serve instead of the generated one")
     p.add_argument("--version", action="version", version=f"dicomweb_couch {__version__}")
     return p.parse_args(argv)
 
@@ -43,6 +48,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"dicomweb_couch: bad settings: {exc}")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+        app = create_app(settings)
+    except (ValueError, OSError) as exc:  # settings only checked when used, e.g. the Keycloak ones
+        sys.exit(f"dicomweb_couch: bad settings: {exc}")
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, print=None)
     except CouchUnavailable as exc:  # already explained: a traceback would only bury the reason
         sys.exit(f"dicomweb_couch: {exc}")

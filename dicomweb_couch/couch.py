@@ -32,6 +32,10 @@ ATTACHMENT = "object.dcm"
 """Attachment name of the Part 10 file, as dcmjs-org/dicomweb-server stored it."""
 
 _CHUNK = 256 * 1024
+# A view query answers only once the index has caught up with the database, which after a large
+# import takes many minutes (pouchdb-server: over 5 for 100,000 documents); searches do not wait
+# for it (catalog.py), the background update does.
+_VIEW_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=3600)
 _DELETE_BATCH = 500
 _JSON_HEADERS = {
     # pouchdb-server answers text/plain unless asked for JSON, which aiocouch cannot decode.
@@ -63,11 +67,11 @@ class AttachmentStream:
     """An attachment being read from some offset on; ``size`` is the whole attachment's length."""
 
     size: int
-    _content: aiohttp.StreamReader | None
+    _content: aiohttp.StreamReader
 
     async def read(self, n: int) -> bytes:
         """Up to ``n`` bytes; b"" at the end."""
-        return await self._content.read(n) if self._content is not None else b""
+        return await self._content.read(n)
 
 
 class Couch:
@@ -168,14 +172,14 @@ class Couch:
             else:
                 query[name] = str(value)
         url = self._path("_design", ddoc, "_view", view)
-        _, data = await self._request("GET", url, params=query)
+        _, data = await self._request("GET", url, params=query, timeout=_VIEW_TIMEOUT)
         return data["rows"]
 
     async def view_keys(self, ddoc: str, view: str, keys: list[Any], **params: Any) -> list[dict[str, Any]]:
         """Rows of a view for many exact keys in one request (POST, as URLs have a length limit)."""
         url = self._path("_design", ddoc, "_view", view)
         query = {k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in params.items()}
-        _, data = await self._request("POST", url, params=query, json={"keys": keys})
+        _, data = await self._request("POST", url, params=query, json={"keys": keys}, timeout=_VIEW_TIMEOUT)
         return data["rows"]
 
     async def update_seq(self) -> Any:
@@ -288,7 +292,7 @@ class Couch:
     @asynccontextmanager
     async def attachment_from(self, doc_id: str, offset: int = 0,
                               name: str = ATTACHMENT) -> AsyncIterator[AttachmentStream | None]:
-        """Read an attachment from byte ``offset`` on (None if missing).
+        """Read an attachment from byte ``offset`` (less than its size) on; None if it is missing.
 
         A ``Range`` request where the server honours it (Apache CouchDB answers 206); pouchdb-server
         ignores Range and sends the whole attachment with 200, whose first ``offset`` bytes are
@@ -312,11 +316,9 @@ class Couch:
                     skip = offset
                     while skip > 0 and (dropped := await resp.content.read(min(skip, _CHUNK))):
                         skip -= len(dropped)
-                elif resp.status == 416:  # offset at or past the end (Apache CouchDB)
-                    size = offset
                 else:
                     raise CouchUnavailable(f"CouchDB answered {resp.status} for attachment {doc_id}/{name}")
-                yield AttachmentStream(size, resp.content if resp.status != 416 else None)
+                yield AttachmentStream(size, resp.content)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise CouchUnavailable(f"reading attachment {doc_id}/{name} failed: {exc!r}") from exc
 

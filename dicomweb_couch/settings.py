@@ -12,7 +12,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from .cors import normalize_origins
+
 ENV_PREFIX = "DICOMWEB_COUCH_"
+AUTH_PROVIDERS = ("none", "keycloak")  # modules of dicomweb_couch.auth
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,25 @@ class Settings:
     couch_wait: float = 60.0  # seconds to wait for CouchDB at start-up
     qido_default_limit: int = 1000  # results when the client gives no limit (PS3.18 8.3.4.4)
     qido_max_limit: int = 1000  # larger limits are cut, with a Warning header
+    relative_bulkdata_uris: bool = False  # metadata BulkDataURIs as /studies/... paths instead of absolute URLs
+    allow_delete: bool = True  # DELETE of studies, series, instances; False = read-only archive (405)
     index_refresh: float = 5.0  # seconds between background updates of the study catalog and view indexes
     index_patience: float = 10.0  # seconds a search waits for a long index update before answering from the last state
+    # Authentication (README "Authentication"): "none", "keycloak", or "" = keycloak when configured.
+    auth: str = ""
+    keycloak_config: str | None = None  # the predecessor's JSON {realm, authServerUrl, clientId, clientSecret}
+    keycloak_url: str | None = None  # its authServerUrl, e.g. https://sso.example.org
+    keycloak_realm: str | None = None
+    keycloak_client_id: str | None = None
+    keycloak_client_secret: str | None = None
+    keycloak_viewer_client_id: str | None = None  # the public client OHIF logs in with
+    keycloak_introspect: bool = False  # ask Keycloak about each token (opaque tokens, revocation)
+    auth_read_role: str = "realm:dicomweb-read"  # QIDO-RS, WADO-RS, WADO-URI; "" = any valid token
+    auth_write_role: str = "realm:dicomweb-write"  # STOW-RS
+    auth_delete_role: str = "realm:dicomweb-delete"  # DELETE
+    cors_origins: tuple[str, ...] = ("*",)  # origins whose pages may call the API; "*" any, () none
+    ohif_dir: str = "var/ohif"  # the OHIF Viewer build served at /ohif/ (scripts/ohif.py installs it)
+    ohif_config: str | None = None  # an app-config.js to serve instead of the generated one
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()
@@ -40,6 +60,15 @@ class Settings:
             raise ValueError(f"port {self.port} is out of range")
         if self.qido_default_limit < 1 or self.qido_max_limit < 1:
             raise ValueError("QIDO limits must be positive")
+        object.__setattr__(self, "auth", self.auth.strip().lower())
+        if self.auth and self.auth not in AUTH_PROVIDERS:
+            raise ValueError(f"auth={self.auth!r} is not one of {', '.join(AUTH_PROVIDERS)}")
+        object.__setattr__(self, "cors_origins", normalize_origins(self.cors_origins))
+
+    @property
+    def auth_provider(self) -> str:
+        """The ``auth`` setting, or when it is empty: keycloak if a Keycloak is configured."""
+        return self.auth or ("keycloak" if self.keycloak_config or self.keycloak_url else "none")
 
     @classmethod
     def load(cls, cli: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
@@ -78,6 +107,8 @@ def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
             return kind(value)
         if kind is str and isinstance(value, str):
             return value
+        if kind is tuple and isinstance(value, (str, list)):  # "a,b" from the environment, a list in a file
+            return tuple(value.split(",") if isinstance(value, str) else value)
     except ValueError:
         pass
     raise ValueError(f"setting {name!r} must be {kind.__name__}, not {value!r}")

@@ -2,7 +2,7 @@
 
 The instances are read in batches from the ``instances`` view with their documents and written
 out as they come, so a large study does not sit in memory. Bulk data is not in the stored JSON
-(see ``dicomjson``): its elements carry only their VR.
+(see ``dicomjson``): its elements get a BulkDataURI (see ``bulkdata``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from .appkeys import COUCH
+from .bulkdata import bulkdata_base, with_bulkdata_uris
+from .instances import first_value
 from .couch import Couch
 from .legacy import normalize_stored
 from .errors import DicomwebError
@@ -31,9 +33,9 @@ async def metadata(request: web.Request) -> web.StreamResponse:
     if instance:
         doc = await couch.get_doc(instance)
         dataset = normalize_stored((doc or {}).get("dataset") or {})
-        if _uid(dataset, "0020000D") != study or _uid(dataset, "0020000E") != series:
+        if first_value(dataset, "0020000D") != study or first_value(dataset, "0020000E") != series:
             raise DicomwebError(404, f"no instance {instance} in series {series} of study {study}")
-        return dicom_json([dataset])
+        return dicom_json([_with_uris(request, dataset)])
     prefix = [study, series] if series else [study]
     batches = _datasets(couch, prefix)
     first = await anext(batches, None)
@@ -45,7 +47,8 @@ async def metadata(request: web.Request) -> web.StreamResponse:
     separator = b"["
     async for batch in _chain(first, batches):
         for dataset in batch:
-            await response.write(separator + json.dumps(dataset, separators=(",", ":")).encode())
+            record = _with_uris(request, dataset)
+            await response.write(separator + json.dumps(record, separators=(",", ":")).encode())
             separator = b","
     await response.write(b"]")
     await response.write_eof()
@@ -70,6 +73,8 @@ async def _chain(first: list[dict[str, Any]], rest: AsyncIterator[list[dict[str,
         yield batch
 
 
-def _uid(dataset: dict[str, Any], tag: str) -> str | None:
-    values = dataset.get(tag, {}).get("Value") or [None]
-    return values[0]
+def _with_uris(request: web.Request, dataset: dict[str, Any]) -> dict[str, Any]:
+    """The data set with BulkDataURIs where its bulk data was left out (see ``bulkdata``)."""
+    base = bulkdata_base(request, first_value(dataset, "0020000D") or "", first_value(dataset, "0020000E") or "",
+                         first_value(dataset, "00080018") or "")
+    return with_bulkdata_uris(dataset, base)

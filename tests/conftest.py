@@ -32,12 +32,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # =============================================================================
 
 
-def _load_local_couch() -> ModuleType:
-    """Import scripts/local_couch.py (scripts/ is no package)."""
-    name = "local_couch"
+def load_script(name: str) -> ModuleType:
+    """Import scripts/NAME.py (scripts/ is no package)."""
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(
-            name, REPO_ROOT / "scripts" / "local_couch.py"
+            name, REPO_ROOT / "scripts" / f"{name}.py"
         )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -46,7 +45,7 @@ def _load_local_couch() -> ModuleType:
     return sys.modules[name]
 
 
-local_couch = _load_local_couch()
+local_couch = load_script("local_couch")
 
 
 @dataclass(frozen=True)
@@ -132,17 +131,45 @@ from aiohttp.test_utils import TestClient  # noqa: E402
 from dicomweb_couch.app import create_app  # noqa: E402
 from dicomweb_couch.settings import Settings  # noqa: E402
 
+from oidc_issuer import OidcIssuer, bearer  # noqa: E402
+
 MakeClient = Callable[..., Awaitable[TestClient]]
 
 
+@dataclass(frozen=True)
+class SuiteAuth:
+    """Settings and client headers that every server of the suite gets (none by default)."""
+
+    settings: dict[str, Any]
+    headers: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def suite_auth() -> Iterator[SuiteAuth]:
+    """With DICOMWEB_COUCH_TEST_AUTH=keycloak the whole suite runs behind authentication: the
+    servers trust a stand-in Keycloak realm (tests/oidc_issuer.py) and the test clients send one
+    of its tokens with every role."""
+    mode = os.environ.get("DICOMWEB_COUCH_TEST_AUTH", "none")
+    if mode == "none":
+        yield SuiteAuth({}, {})
+    elif mode == "keycloak":
+        with OidcIssuer().running() as issuer:
+            yield SuiteAuth(issuer.server_settings(), bearer(issuer.mint(lifetime=24 * 3600)))
+    else:
+        raise pytest.UsageError(f"DICOMWEB_COUCH_TEST_AUTH={mode!r}: use none or keycloak")
+
+
 @pytest.fixture
-def make_client(aiohttp_client, couch_server: CouchServer) -> MakeClient:
-    """Start the server (a real TCP port) on a database of the real store, with any settings."""
+def make_client(aiohttp_client, couch_server: CouchServer, suite_auth: SuiteAuth) -> MakeClient:
+    """Start the server (a real TCP port) on a database of the real store, with any settings.
+    A test that sets ``auth`` itself is testing authentication: the suite's stays out of it."""
 
     async def make(database: str, **settings) -> TestClient:
+        suite = SuiteAuth({}, {}) if "auth" in settings else suite_auth
         config = Settings(couch_url=couch_server.url, couch_user=couch_server.user,
-                          couch_password=couch_server.password, database=database, couch_wait=30, **settings)
-        return await aiohttp_client(create_app(config))
+                          couch_password=couch_server.password, database=database, couch_wait=30,
+                          **{**suite.settings, **settings})
+        return await aiohttp_client(create_app(config), headers=suite.headers)
 
     return make
 

@@ -323,7 +323,8 @@ async def test_legacy_document_is_found_and_served_as_valid_dicom_json(client, c
         assert resp.status == 200, path
         [md] = await resp.json()
         assert md["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "Legacy^Name"}]}, path
-        assert md["7FE00010"] == {"vr": "OW"} and md["00291010"] == {"vr": "OB"}, path
+        assert md["7FE00010"]["vr"] == "OW" and md["00291010"]["vr"] == "OB", path  # bulk data: by BulkDataURI
+        assert md["7FE00010"]["BulkDataURI"].endswith(f"/instances/{sop}/bulkdata/7FE00010"), path
         assert md["00280030"]["Value"] == [0.5, 0.5]
         ds = pydicom.Dataset.from_json(md)  # strict: PN strings or {} binaries would not load
         assert str(ds.PatientName) == "Legacy^Name" and ds.SOPInstanceUID == sop

@@ -70,7 +70,14 @@ async def call(fn, *args, **kwargs):
 
 
 def client_for(test_client, prefix: str = "") -> DICOMwebClient:
-    return DICOMwebClient(url=str(test_client.make_url(prefix)).rstrip("/"))
+    """dicomweb_client on the test server, with the test client's credentials (the suite's, if any)."""
+    return DICOMwebClient(url=str(test_client.make_url(prefix)).rstrip("/"), headers=dict(test_client.session.headers))
+
+
+def cli_auth(test_client) -> list[str]:
+    """The command line's options for the test client's bearer token (the suite's, if any)."""
+    scheme, _, token = test_client.session.headers.get("Authorization", "").partition(" ")
+    return ["--bearer-token", token] if scheme == "Bearer" else []
 
 
 def console_script() -> str:
@@ -202,13 +209,13 @@ async def test_api_under_a_url_prefix(make_client, couch_db_name):
 async def test_cli_store_instances_then_search(client, tmp_path):
     url = str(client.make_url("")).rstrip("/")
     study = Study()
-    code, out, err = await run_cli(url, "store", "instances", *map(str, study.write(tmp_path)))
+    code, out, err = await run_cli(url, *cli_auth(client), "store", "instances", *map(str, study.write(tmp_path)))
     assert code == 0, err
     resp = await client.get("/studies", params={"StudyInstanceUID": study.uid})
     [found] = [dataset(r) for r in await resp.json()]
     assert found.NumberOfStudyRelatedInstances == 3
 
-    code, out, err = await run_cli(url, "search", "studies")
+    code, out, err = await run_cli(url, *cli_auth(client), "search", "studies")
     assert code == 0, err
     assert study.uid in out
     [record] = json.loads(out)
@@ -218,9 +225,10 @@ async def test_cli_store_instances_then_search(client, tmp_path):
 async def test_cli_search_with_filter(client, tmp_path):
     url = str(client.make_url("")).rstrip("/")
     wanted, other = Study(patient_id="PAT-CLI"), Study(patient_id="PAT-ELSE")
-    code, _, err = await run_cli(url, "store", "instances", *map(str, wanted.write(tmp_path) + other.write(tmp_path)))
+    files = map(str, wanted.write(tmp_path) + other.write(tmp_path))
+    code, _, err = await run_cli(url, *cli_auth(client), "store", "instances", *files)
     assert code == 0, err
-    code, out, err = await run_cli(url, "search", "studies", "--filter", "PatientID=PAT-CLI")
+    code, out, err = await run_cli(url, *cli_auth(client), "search", "studies", "--filter", "PatientID=PAT-CLI")
     assert code == 0, err
     assert [dataset(r).StudyInstanceUID for r in json.loads(out)] == [wanted.uid]
 
@@ -229,10 +237,10 @@ async def test_cli_under_a_url_prefix(make_client, couch_db_name, tmp_path):
     test_client = await make_client(couch_db_name, prefix="/dicom-web")
     url = str(test_client.make_url("/dicom-web"))
     study = Study()
-    code, _, err = await run_cli(url, "store", "instances", *map(str, study.write(tmp_path)))
+    code, _, err = await run_cli(url, *cli_auth(test_client), "store", "instances", *map(str, study.write(tmp_path)))
     assert code == 0, err
     resp = await test_client.get("/dicom-web/studies")
     assert [dataset(r).StudyInstanceUID for r in await resp.json()] == [study.uid]
-    code, out, err = await run_cli(url, "search", "studies")
+    code, out, err = await run_cli(url, *cli_auth(test_client), "search", "studies")
     assert code == 0, err
     assert study.uid in out

@@ -35,7 +35,8 @@ async def test_series_metadata_has_what_ohif_draws_with(client):
             assert tag in record, tag
         assert record["00280030"]["Value"] == [0.5, 0.5]
         assert value(record, "00100010") == {"Alphabetic": "Doe^John"}
-        assert record["7FE00010"] == {"vr": "OW"}  # bulk data left out
+        assert record["7FE00010"] == {"vr": "OW", "BulkDataURI": (  # bulk data left out, with its URI
+            f"{client.make_url('/studies')}/{study}/series/{series[0]}/instances/{value(record, '00080018')}/bulkdata/7FE00010")}
         assert value(record, "0020000E") == series[0]
 
 

@@ -218,24 +218,23 @@ def _needs_docs(query: Query) -> bool:
 # -- the studies in scope -------------------------------------------------------------------
 
 
-async def _catalog(request: web.Request) -> list[StudySummary]:
+async def _catalog(request: web.Request) -> tuple[list[StudySummary], bool]:
     """All studies, up to date; a stale state is noted so the answer can say so."""
     try:
         studies, stale = await request.app[CATALOG].current(request.app[SETTINGS].index_patience)
     except CatalogNotReady:
         raise DicomwebError(503, "the study index is being built (first start, or a large import); "
                                  "try again in a few seconds", {"Retry-After": "10"}) from None
-    request["catalog_stale"] = stale
-    return studies
+    return studies, stale
 
 
-async def _studies(request: web.Request, query: Query) -> list[StudySummary]:
-    """Studies that pass the study-level filters, in UID order."""
+async def _studies(request: web.Request, query: Query) -> tuple[list[StudySummary], bool]:
+    """Studies that pass the study-level filters, in UID order, and whether the catalog is stale."""
     catalog = request.app[CATALOG]
-    every = await _catalog(request)
+    every, stale = await _catalog(request)
     plans = [plan for m in query.at("study") if (plan := _index_plan(catalog.index, m, query.fuzzy)) is not None]
     pool = every if not plans else [s for uid in sorted(set.intersection(*plans)) if (s := catalog.get(uid))]
-    return [s for s in pool if query.match("study", s.dataset)]
+    return [s for s in pool if query.match("study", s.dataset)], stale
 
 
 def _index_plan(index: StudyIndex, m: Matcher, fuzzy: bool) -> set[str] | None:
@@ -288,13 +287,13 @@ async def _filter_concurrently(items: list[Any], keep: Any) -> AsyncIterator[Any
 
 async def search_studies(request: web.Request) -> web.Response:
     query = parse_query(request.query, request.app[SETTINGS], "study")
-    studies = await _studies(request, query)
+    studies, stale = await _studies(request, query)
     if query.at("series") or query.at("instance"):
         studies = [s async for s in _filter_concurrently(
             studies, lambda s: _has_match_below(request, query, s.uid))]
     page = studies[query.offset:query.offset + query.limit]
     records = [query.returned(STUDY_FIELDS, study_record(request, s)) for s in page]
-    return _answer(request, records, query, len(studies) > query.offset + query.limit)
+    return _answer(request, records, query, len(studies) > query.offset + query.limit, stale)
 
 
 async def search_series(request: web.Request) -> web.Response:
@@ -302,7 +301,7 @@ async def search_series(request: web.Request) -> web.Response:
     query = parse_query(request.query, request.app[SETTINGS], "series")
     couch = request.app[COUCH]
     scope = request.match_info.get("study")
-    studies = await _scoped_studies(request, query, scope)
+    studies, stale = await _scoped_studies(request, query, scope)
     found: list[dict[str, Any]] = []
     wanted = query.offset + query.limit + 1
     skipped = 0
@@ -319,7 +318,7 @@ async def search_series(request: web.Request) -> web.Response:
                 found.append(record)
         if skipped + len(found) >= wanted:
             break
-    return _page_from(request, query, found, skipped, SERIES_FIELDS)
+    return _page_from(request, query, found, skipped, SERIES_FIELDS, stale)
 
 
 async def search_instances(request: web.Request) -> web.Response:
@@ -327,7 +326,7 @@ async def search_instances(request: web.Request) -> web.Response:
     query = parse_query(request.query, request.app[SETTINGS], "instance")
     couch = request.app[COUCH]
     scope, series = request.match_info.get("study"), request.match_info.get("series")
-    studies = await _scoped_studies(request, query, scope)
+    studies, stale = await _scoped_studies(request, query, scope)
     with_docs = _needs_docs(query)
     found: list[dict[str, Any]] = []
     wanted = query.offset + query.limit + 1
@@ -347,33 +346,34 @@ async def search_instances(request: web.Request) -> web.Response:
                 found.append(record)
         if skipped + len(found) >= wanted:
             break
-    return _page_from(request, query, found, skipped, INSTANCE_FIELDS)
+    return _page_from(request, query, found, skipped, INSTANCE_FIELDS, stale)
 
 
-async def _scoped_studies(request: web.Request, query: Query, scope: str | None) -> list[StudySummary]:
+async def _scoped_studies(request: web.Request, query: Query, scope: str | None) -> tuple[list[StudySummary], bool]:
     """The study of the URL, or every study passing the study-level filters."""
     if scope is None:
         return await _studies(request, query)
-    await _catalog(request)
+    _, stale = await _catalog(request)
     study = request.app[CATALOG].get(scope)
-    return [study] if study is not None else []
+    return ([study] if study is not None else []), stale
 
 
 def _page_from(request: web.Request, query: Query, found: list[dict[str, Any]], skipped: int,
-               defaults: Iterable[str]) -> web.Response:
+               defaults: Iterable[str], stale: bool) -> web.Response:
     start = query.offset - skipped
     page = found[start:start + query.limit]
     more = len(found) > start + query.limit
-    return _answer(request, [query.returned(defaults, r) for r in page], query, more)
+    return _answer(request, [query.returned(defaults, r) for r in page], query, more, stale)
 
 
-def _answer(request: web.Request, records: list[dict[str, Any]], query: Query, more: bool) -> web.Response:
+def _answer(request: web.Request, records: list[dict[str, Any]], query: Query, more: bool,
+            stale: bool) -> web.Response:
     """The result array, with Warning headers (PS3.18 8.3.4.4) for a cut result or ignored parameters."""
     warnings = []
     if more and (query.limit_cut or "limit" not in request.query):
         warnings.append(f'299 {request.host} "The number of results exceeded the maximum supported by '
                         f'the server ({query.limit}). Additional results can be requested with offset."')
-    if request.get("catalog_stale"):
+    if stale:
         warnings.append(f'299 {request.host} "The study index is being updated after a large change; '
                         f'results may be incomplete for a few moments."')
     for name in query.ignored:

@@ -71,8 +71,11 @@ async def measure(couch_url: str, shape: archive.Shape, reps: int) -> tuple[dict
                         break
                 await asyncio.sleep(1)
             for path in queries(shape).values():  # every view built, not only the studies view
-                async with http.get(base + path) as resp:
-                    await resp.read()
+                while True:
+                    async with http.get(base + path) as resp:
+                        await resp.read()
+                        if resp.status == 200:
+                            break
             setup["indexes built after the load, s"] = time.perf_counter() - started
             for name, path in queries(shape).items():
                 latencies, size = [], 0

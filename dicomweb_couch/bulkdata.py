@@ -27,11 +27,11 @@ from pydicom.tag import Tag
 from . import accept, frames, instances, transfer_syntax
 from .appkeys import COUCH, SETTINGS
 from .errors import DicomwebError
+from .dicomjson import BINARY_VRS
 from .multipart import MultipartWriter
 from .remote_file import RemoteFile
 from .responses import dicomweb_root
 
-_BINARY_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _PIXEL_DATA: Final = ("7FE00010", "7FE00008", "7FE00009")
 _TAG: Final = re.compile(r"[0-9A-Fa-f]{8}")
 _DEFER: Final = 1024
@@ -52,7 +52,7 @@ def with_bulkdata_uris(dataset: dict[str, Any], base: str) -> dict[str, Any]:
         if vr == "SQ" and elem.get("Value"):
             elem = dict(elem, Value=[with_bulkdata_uris(item, f"{base}/{tag}/{i}")
                                      for i, item in enumerate(elem["Value"])])
-        elif (vr in _BINARY_VRS or tag in _PIXEL_DATA) and not {"Value", "InlineBinary", "BulkDataURI"} & elem.keys():
+        elif (vr in BINARY_VRS or tag in _PIXEL_DATA) and not {"Value", "InlineBinary", "BulkDataURI"} & elem.keys():
             elem = {"vr": vr, "BulkDataURI": f"{base}/{tag}"}
         out[tag] = elem
     return out

@@ -33,7 +33,7 @@ _MEDIA_STORAGE_SOP_CLASS_UID: Final = 0x00020002
 _TRANSFER_SYNTAX_UID: Final = 0x00020010
 _PIXEL_DATA_TAGS: Final = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
-_BINARY_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+BINARY_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})  # bulk data candidates (PS3.18 F.2.6)
 _INTEGER_VRS: Final = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
 _PN_GROUPS: Final = ("Alphabetic", "Ideographic", "Phonetic")
 _UID_PATTERN: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -185,7 +185,7 @@ def _element_json(ds: Dataset, tag: int) -> dict[str, Any]:
     elem = _stored_element(ds, tag)
     deferred = isinstance(elem, RawDataElement) and elem.value is None and elem.length != 0
     vr = _stored_vr(tag, elem)
-    if tag in _PIXEL_DATA_TAGS or (deferred and vr in _BINARY_VRS):
+    if tag in _PIXEL_DATA_TAGS or (deferred and vr in BINARY_VRS):
         return {"vr": vr}  # decided from the header alone: the value is not read
     try:
         return _value_json(ds[tag])
@@ -221,7 +221,7 @@ def _value_json(elem: DataElement) -> dict[str, Any]:
         return {"vr": vr, "Value": [dataset_to_json(item) for item in value]} if value else {"vr": vr}
     if isinstance(value, (bytes, bytearray)):
         # pydicom keeps the bytes of a VR it could not disambiguate, e.g. "US or SS".
-        vr = vr if vr in _BINARY_VRS else "OW" if "OW" in vr else "UN"
+        vr = vr if vr in BINARY_VRS else "OW" if "OW" in vr else "UN"
         if not value or len(value) > BULK_DATA_THRESHOLD:
             return {"vr": vr}
         return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-_BINARY = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+from .dicomjson import BINARY_VRS
+
 
 
 def normalize_stored(dataset: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def normalize_stored(dataset: dict[str, Any]) -> dict[str, Any]:
                 elem = dict(elem, Value=[{"Alphabetic": v} if isinstance(v, str) else v for v in values])
             elif vr == "SQ":
                 elem = dict(elem, Value=[normalize_stored(item) for item in values if isinstance(item, dict)])
-            elif vr in _BINARY:
+            elif vr in BINARY_VRS:
                 elem = {"vr": vr}
         out[tag] = elem
     return out

@@ -31,6 +31,8 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
+from .dicomjson import is_valid_uid
+
 Bound = tuple[str | None, str | None]
 
 _WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "UN"})
@@ -42,7 +44,6 @@ _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 _TAG_RE = re.compile(r"[0-9A-Fa-f]{8}")
 _KEYWORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*")
-_UID_RE = re.compile(r"\d+(?:\.\d+)*")
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _TEMPORAL_RE = {  # PS3.5 6.2; legacy `YYYY.MM.DD` and `HH:MM:SS` are accepted too
     "DA": re.compile(r"(\d{4})\.?(\d{2})\.?(\d{2})"),
@@ -159,7 +160,7 @@ def parse_matcher(key: str, raw_value: str) -> Matcher:
         if kind == "single" and _bounds(vr, value) is None:
             kind = "range"
         return Matcher(path, vr, kind, ranges=ranges)
-    if vr == "UI" and not all(len(t) <= 64 and _UID_RE.fullmatch(t) for t in terms):
+    if vr == "UI" and not all(is_valid_uid(t) for t in terms):
         raise QueryError(f"{key}: malformed UID in '{raw_value}'")
     if vr in _NUMERIC_VRS and not all(_NUMBER_RE.fullmatch(t) for t in terms):
         raise QueryError(f"{key}: '{raw_value}' is not a number")

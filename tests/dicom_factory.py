@@ -18,7 +18,7 @@ def make_instance(study: str, series: str, sop: str | None = None, *, patient_na
                   patient_id: str = "PAT-1", modality: str = "CT", study_date: str = "20240102",
                   study_time: str = "101500", accession: str = "ACC-1", description: str = "Head CT",
                   series_number: int = 1, instance_number: int = 1, rows: int = 16, columns: int = 16,
-                  charset: str | None = None) -> bytes:
+                  charset: str | None = None, requested_procedure: str | None = None) -> bytes:
     """A small, valid Part 10 image with the attributes the QIDO and WADO tests look at."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -34,6 +34,10 @@ def make_instance(study: str, series: str, sop: str | None = None, *, patient_na
     ds.StudyID, ds.ReferringPhysicianName = "1", "Ref^Erring"
     ds.Modality, ds.SeriesNumber, ds.SeriesDescription = modality, series_number, f"{modality} series {series_number}"
     ds.InstanceNumber = instance_number
+    if requested_procedure:
+        request = Dataset()
+        request.RequestedProcedureID, request.ScheduledProcedureStepID = requested_procedure, "SPS-1"
+        ds.RequestAttributesSequence = [request]
     ds.Rows, ds.Columns = rows, columns
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0

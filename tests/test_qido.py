@@ -334,3 +334,17 @@ async def test_names_in_other_character_sets(client, params, files):
     expected = {study_of[name] for name in files}
     others = {study_of[name] for name in CHARSET_FILES} - expected
     assert expected <= found and not (found & others - expected), params
+
+
+async def test_sequence_matching_end_to_end(client):
+    study_uid, series_uid = generate_uid(), generate_uid()
+    other_study = generate_uid()
+    await stow(client, [make_instance(study_uid, series_uid, requested_procedure="RP-7"),
+                        make_instance(other_study, generate_uid(), requested_procedure="RP-8")])
+    found = await search(client, f"/studies/{study_uid}/series", **{"00400275.00401001": "RP-7"})
+    assert [value(r, "0020000E") for r in found] == [series_uid]
+    assert value(found[0], "00400275")["00401001"]["Value"] == ["RP-7"]  # the sequence is returned
+    assert await search(client, f"/studies/{study_uid}/series",
+                        **{"RequestAttributesSequence.RequestedProcedureID": "RP-8"}) == []
+    assert sorted(await studies(client, **{"00400275.00401001": "RP-*"})) == sorted([study_uid, other_study])
+    assert await studies(client, **{"00400275.00401001": "RP-8"}) == [other_study]

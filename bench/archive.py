@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pydicom
 from pydicom.uid import generate_uid
 
-from dicomweb_couch.dicomjson import dataset_to_json
+from dicomweb_couch.dicom.dicomjson import dataset_to_json
 
 FAMILY = ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Martinez",
           "Müller", "Schmidt", "Dubois", "Rossi", "Nakamura", "Kowalski", "Nguyen", "Andersson", "O'Brien"]

@@ -28,6 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "tests")]
 
 import local_couch  # noqa: E402
 from dicom_factory import multipart  # noqa: E402
+
 from dicomweb_couch.app import create_app  # noqa: E402
 from dicomweb_couch.settings import Settings  # noqa: E402
 

@@ -28,6 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "bench")]
 
 import archive  # noqa: E402
 import local_couch  # noqa: E402
+
 from dicomweb_couch.app import create_app  # noqa: E402
 from dicomweb_couch.settings import Settings  # noqa: E402
 

@@ -1,3 +1,3 @@
-from .cli import main
+from dicomweb_couch.cli import main
 
 main()

@@ -9,13 +9,27 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import (auth, bulkdata, cors, delete, design_docs, frames, landing, qido, rendered, retrieve, stow, viewer,
-               wado_rs, wado_uri)
-from .appkeys import CATALOG, COUCH, SETTINGS
-from .catalog import StudyCatalog
-from .couch import Couch
-from .errors import error_middleware
-from .settings import Settings
+from dicomweb_couch import auth
+from dicomweb_couch.appkeys import CATALOG, COUCH, SETTINGS
+from dicomweb_couch.errors import error_middleware
+from dicomweb_couch.search.catalog import StudyCatalog
+from dicomweb_couch.settings import Settings
+from dicomweb_couch.store import design_docs
+from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.web import (
+    bulkdata,
+    cors,
+    delete,
+    frames,
+    landing,
+    qido,
+    rendered,
+    retrieve,
+    stow,
+    viewer,
+    wado_rs,
+    wado_uri,
+)
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 from aiohttp import web
 
-from .catalog import StudyCatalog
-from .couch import Couch
-from .settings import Settings
+from dicomweb_couch.search.catalog import StudyCatalog
+from dicomweb_couch.settings import Settings
+from dicomweb_couch.store.couch import Couch
 
 SETTINGS = web.AppKey("settings", Settings)
 COUCH = web.AppKey("couch", Couch)

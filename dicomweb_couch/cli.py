@@ -8,10 +8,10 @@ import sys
 
 from aiohttp import web
 
-from . import __version__
-from .app import create_app
-from .couch import CouchUnavailable
-from .settings import ENV_PREFIX, Settings
+from dicomweb_couch import __version__
+from dicomweb_couch.app import create_app
+from dicomweb_couch.settings import ENV_PREFIX, Settings
+from dicomweb_couch.store.couch import CouchUnavailable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -14,8 +14,8 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from .couch import CouchUnavailable
-from .matching import QueryError
+from dicomweb_couch.search.matching import QueryError
+from dicomweb_couch.store.couch import CouchUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from .cors import normalize_origins
+from dicomweb_couch.web.cors import normalize_origins
 
 ENV_PREFIX = "DICOMWEB_COUCH_"
 AUTH_PROVIDERS = ("none", "keycloak")  # modules of dicomweb_couch.auth

@@ -44,7 +44,7 @@ INTEGRITY = (
     "sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA=="
 )
 BASE = "/ohif/"
-"""Where dicomweb_couch serves the viewer (``dicomweb_couch.viewer.MOUNT`` plus a slash)."""
+"""Where dicomweb_couch serves the viewer (``dicomweb_couch.web.viewer.MOUNT`` plus a slash)."""
 DEFAULT_DEST = Path(os.environ.get("DICOMWEB_COUCH_DATA") or Path(__file__).resolve().parent.parent / "var") / "ohif"
 STAMP = ".dicomweb-couch-ohif.json"
 LAYOUT = 1  # bump when relocate() or compress() change, so that existing installs are redone

@@ -127,11 +127,10 @@ def couch_db_name(couch_server: CouchServer) -> Iterator[str]:
 from collections.abc import Awaitable, Callable  # noqa: E402
 
 from aiohttp.test_utils import TestClient  # noqa: E402
+from oidc_issuer import OidcIssuer, bearer  # noqa: E402
 
 from dicomweb_couch.app import create_app  # noqa: E402
 from dicomweb_couch.settings import Settings  # noqa: E402
-
-from oidc_issuer import OidcIssuer, bearer  # noqa: E402
 
 MakeClient = Callable[..., Awaitable[TestClient]]
 

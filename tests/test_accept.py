@@ -7,13 +7,13 @@ import io
 import numpy as np
 import pydicom
 import pytest
-
-from dicomweb_couch import transfer_syntax
-from dicomweb_couch.accept import Offer, acceptable, negotiate, parse_accept
-from dicomweb_couch.errors import DicomwebError
-from dicomweb_couch.frames import offers as frame_offers
-from dicomweb_couch.retrieve import offers as instance_offers
 from wado_helpers import TEST_FILES
+
+from dicomweb_couch.dicom import transfer_syntax
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.web.accept import Offer, acceptable, negotiate, parse_accept
+from dicomweb_couch.web.frames import offers as frame_offers
+from dicomweb_couch.web.retrieve import offers as instance_offers
 
 JPEG = "1.2.840.10008.1.2.4.50"
 

@@ -15,18 +15,18 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from jwcrypto import jwk, jwt
-from jwcrypto.common import base64url_encode, json_encode
-from pydicom.uid import generate_uid
-
 from conftest import REPO_ROOT
 from dicom_factory import make_instance, multipart
+from jwcrypto import jwk, jwt
+from jwcrypto.common import base64url_encode, json_encode
+from oidc_issuer import OidcIssuer, basic, bearer, new_key
+from pydicom.uid import generate_uid
+from test_cli import assert_clean_error, clean_env, couch_env, run, server_process
+from test_dicomweb_client import Study, run_cli
+
 from dicomweb_couch.auth import Permission, challenge, required_permission
 from dicomweb_couch.auth.keycloak import CLOCK_SKEW, REFETCH_COOLDOWN, KeycloakConfig
 from dicomweb_couch.settings import Settings
-from oidc_issuer import OidcIssuer, basic, bearer, new_key
-from test_cli import assert_clean_error, clean_env, couch_env, run, server_process
-from test_dicomweb_client import Study, run_cli
 
 READ, WRITE, DELETE = "dicomweb-read", "dicomweb-write", "dicomweb-delete"
 

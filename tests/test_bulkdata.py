@@ -8,18 +8,17 @@ from typing import Any, Iterator
 import numpy as np
 import pydicom
 import pytest
+from dicom_factory import make_instance
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_encoder
 from pydicom.sequence import Sequence
-from pydicom.uid import RLELossless
-from yarl import URL
-from pydicom.uid import generate_uid
-
-from dicom_factory import make_instance
-from dicomweb_couch.bulkdata import parse_path, with_bulkdata_uris
-from dicomweb_couch.errors import DicomwebError
+from pydicom.uid import RLELossless, generate_uid
 from wado_helpers import TEST_FILES, frames_of, media_type, multiframe, parts, path, store, with_bulk_data
+from yarl import URL
+
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.web.bulkdata import parse_path, with_bulkdata_uris
 
 
 def uris(record: dict[str, Any]) -> Iterator[tuple[str, str]]:

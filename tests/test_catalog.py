@@ -6,11 +6,11 @@ import asyncio
 import json
 
 import pytest
+from dicom_factory import make_instance, stow
 from pydicom.uid import generate_uid
 
-from dicom_factory import make_instance, stow
 from dicomweb_couch.appkeys import CATALOG, COUCH
-from dicomweb_couch.catalog import CatalogNotReady, StudyCatalog, StudyIndex, StudySummary
+from dicomweb_couch.search.catalog import CatalogNotReady, StudyCatalog, StudyIndex, StudySummary
 
 
 def summary(uid: str, name: str, pid: str, date: str, modalities: set[str]) -> StudySummary:
@@ -68,7 +68,7 @@ async def test_deletion_behind_the_servers_back_is_seen(client, couch_server, co
 
 async def test_catalog_survives_a_large_backlog(client, monkeypatch):
     """More changes than worth replaying: the catalog re-reads the view instead."""
-    monkeypatch.setattr("dicomweb_couch.catalog.REBUILD_AFTER", 2)
+    monkeypatch.setattr("dicomweb_couch.search.catalog.REBUILD_AFTER", 2)
     study, series = generate_uid(), generate_uid()
     await client.get("/studies")
     assert (await stow(client, [make_instance(study, series, instance_number=i) for i in range(5)]))[0] == 200

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from pydicom.uid import generate_uid
-
 from conftest import REPO_ROOT, CouchServer
 from dicom_factory import make_instance, multipart
-from dicomweb_couch import design_docs
+from pydicom.uid import generate_uid
+
 from dicomweb_couch.settings import Settings
+from dicomweb_couch.store import design_docs
 
 OPTIONS = ("--host", "--port", "--couch-url", "--couch-user", "--couch-password", "--database",
            "--prefix", "--log-level", "--config")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pydicom.uid import generate_uid
-
 from dicom_factory import make_instance, stow
+from pydicom.uid import generate_uid
 
 
 async def archive(client):

@@ -18,12 +18,12 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
-
 from conftest import REPO_ROOT, CouchServer
 from dicom_factory import make_instance, stow
-from dicomweb_couch import design_docs
-from dicomweb_couch.levels import view_constants
+from pydicom.uid import generate_uid
+
+from dicomweb_couch.dicom.levels import view_constants
+from dicomweb_couch.store import design_docs
 
 DDOC_ID = "_design/qido"
 VIEWS_DIR = REPO_ROOT / "design_docs" / "qido" / "views"

@@ -1,4 +1,4 @@
-"""Tests of dicomweb_couch.dicomjson against pydicom's own test files and generated edge cases."""
+"""Tests of dicomweb_couch.dicom.dicomjson against pydicom's own test files and generated edge cases."""
 
 import base64
 import io
@@ -17,15 +17,15 @@ from pydicom.data import get_charset_files, get_testdata_file, get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate_buffer
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
-    UID,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
 
-from dicomweb_couch.dicomjson import (
+from dicomweb_couch.dicom.dicomjson import (
     BULK_DATA_THRESHOLD,
     CANNOT_UNDERSTAND,
     DATA_SET_DOES_NOT_MATCH_SOP_CLASS,

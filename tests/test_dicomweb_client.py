@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from dicom_factory import make_instance
 from dicomweb_client import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-
-from dicom_factory import make_instance
 
 PIXEL_SPACING = [0.5, 0.75]
 

@@ -9,12 +9,22 @@ import io
 import numpy as np
 import pydicom
 import pytest
+from dicom_factory import make_instance
 from dicomweb_client import DICOMwebClient
 from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
-
-from dicom_factory import make_instance
-from wado_helpers import TEST_FILES, corrupt_rle, frames_of, media_type, multiframe, parts, path, storable, store, transfer_syntax
+from wado_helpers import (
+    TEST_FILES,
+    corrupt_rle,
+    frames_of,
+    media_type,
+    multiframe,
+    parts,
+    path,
+    storable,
+    store,
+    transfer_syntax,
+)
 
 STORED = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'  # as OHIF asks
 OCTETS = 'multipart/related; type="application/octet-stream"'

@@ -11,8 +11,8 @@ from test_viewer import write_build
 
 from dicomweb_couch import __version__
 from dicomweb_couch.app import create_app
-from dicomweb_couch.landing import without_credentials
 from dicomweb_couch.settings import Settings
+from dicomweb_couch.web.landing import without_credentials
 
 
 async def store_two_studies(client: TestClient) -> None:

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from dicomweb_couch.matching import (
+from dicomweb_couch.search.matching import (
     Matcher,
     QueryError,
     combine_datetime,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from dicom_factory import make_instance, stow
 from pydicom.uid import generate_uid
 
-from dicom_factory import make_instance, stow
-from dicomweb_couch import wado_rs
+from dicomweb_couch.web import wado_rs
 
 IMAGE_TAGS = ("00280010", "00280011", "00280030", "00200032", "00200037", "00281052", "00281053",
               "00281050", "00281051", "00280004", "00280100", "00280101", "00280103")

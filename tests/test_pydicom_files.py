@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pydicom.data
-
 from dicom_factory import stow
 
 FILES = [Path(p) for p in pydicom.data.get_testdata_files() if Path(p).is_file()]

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from dicom_factory import make_instance, stow
 from pydicom.data import get_charset_files
 from pydicom.uid import generate_uid
-
-from dicom_factory import make_instance, stow
 
 
 @dataclass(frozen=True)

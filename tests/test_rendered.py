@@ -7,13 +7,13 @@ import io
 import numpy as np
 import pydicom
 import pytest
+from dicom_factory import make_instance, stow
 from PIL import Image
 from pydicom.uid import generate_uid
-
-from dicom_factory import make_instance, stow
-from dicomweb_couch.errors import DicomwebError
-from dicomweb_couch.rendering import Window, apply_window, parse_parameters, to_8bit
 from wado_helpers import TEST_FILES, corrupt_rle, frames_of, media_type, multiframe, parts, path, store
+
+from dicomweb_couch.dicom.rendering import Window, apply_window, parse_parameters, to_8bit
+from dicomweb_couch.errors import DicomwebError
 
 
 def image(body: bytes) -> Image.Image:

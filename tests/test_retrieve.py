@@ -8,10 +8,9 @@ import io
 import numpy as np
 import pydicom
 import pytest
+from dicom_factory import make_instance, stow
 from dicomweb_client import DICOMwebClient
 from pydicom.uid import generate_uid
-
-from dicom_factory import make_instance, stow
 from wado_helpers import TEST_FILES, corrupt_rle, media_type, parts, path, store, transfer_syntax
 
 EXPLICIT_LE, IMPLICIT_LE, EXPLICIT_BE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
+from dicom_factory import make_instance, multipart, stow
 from pydicom.uid import generate_uid
 
-from dicom_factory import make_instance, multipart, stow
 from dicomweb_couch.appkeys import COUCH
 
 CT = "1.2.840.10008.5.1.4.1.1.2"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomweb_couch.viewer import app_config
+from dicomweb_couch.web.viewer import app_config
 
 INDEX = ('<!doctype html><html><head><script>window.PUBLIC_URL="/ohif/"</script>'
          '<script defer src="/ohif/app.bundle.0123456789abcdef.js"></script></head><body></body></html>')

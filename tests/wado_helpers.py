@@ -13,13 +13,12 @@ import numpy as np
 import pydicom.data
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
+from dicom_factory import stow
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, encapsulate_extended
 from pydicom.pixels import get_encoder
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless, generate_uid
-
-from dicom_factory import stow
 
 TEST_FILES = {Path(p).name: Path(p) for p in pydicom.data.get_testdata_files() if Path(p).is_file()}
 

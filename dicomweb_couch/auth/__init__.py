@@ -21,8 +21,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import MultiMapping
 
-from ..errors import DicomwebError
-from ..settings import Settings
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from jwcrypto.common import JWException, base64url_decode, json_decode
 from keycloak import KeycloakOpenID
 from keycloak.exceptions import KeycloakAuthenticationError, KeycloakConnectionError, KeycloakError
 
-from ..errors import DicomwebError
-from ..settings import Settings
-from . import InvalidCredentials, Permission, Principal, grant, role_map
+from dicomweb_couch.auth import InvalidCredentials, Permission, Principal, grant, role_map
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.settings import Settings
 
 log = logging.getLogger(__name__)
 

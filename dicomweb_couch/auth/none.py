@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..settings import Settings
-from . import Permission, Principal
+from dicomweb_couch.auth import Permission, Principal
+from dicomweb_couch.settings import Settings
 
 ANYONE = Principal(subject="anonymous", name="anonymous", permissions=frozenset(Permission))
 

@@ -24,13 +24,14 @@ from pydicom import Dataset, dcmread
 from pydicom.encaps import generate_frames
 from pydicom.tag import Tag
 
-from . import accept, frames, instances, transfer_syntax
-from .appkeys import COUCH, SETTINGS
-from .errors import DicomwebError
-from .dicomjson import BINARY_VRS
-from .multipart import MultipartWriter
-from .remote_file import RemoteFile
-from .responses import dicomweb_root
+from dicomweb_couch.appkeys import COUCH, SETTINGS
+from dicomweb_couch.dicom import transfer_syntax
+from dicomweb_couch.dicom.dicomjson import BINARY_VRS
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.store.remote_file import RemoteFile
+from dicomweb_couch.web import accept, frames, instances
+from dicomweb_couch.web.multipart import MultipartWriter
+from dicomweb_couch.web.responses import dicomweb_root
 
 _PIXEL_DATA: Final = ("7FE00010", "7FE00008", "7FE00009")
 _TAG: Final = re.compile(r"[0-9A-Fa-f]{8}")

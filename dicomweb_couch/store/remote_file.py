@@ -22,8 +22,8 @@ from collections import OrderedDict
 from contextlib import AsyncExitStack
 from typing import Any
 
-from .couch import AttachmentStream, Couch
-from .errors import DicomwebError
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.store.couch import AttachmentStream, Couch
 
 BLOCK = 256 * 1024
 CACHED_BLOCKS = 8

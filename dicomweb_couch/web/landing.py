@@ -15,12 +15,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
-from . import __version__, wado_uri
-from .appkeys import CATALOG, COUCH, SETTINGS
-from .catalog import CatalogNotReady
-from .couch import CouchUnavailable
-from .responses import dicomweb_root
-from .viewer import MOUNT, VIEWER_DIR, build_problem
+from dicomweb_couch import __version__
+from dicomweb_couch.appkeys import CATALOG, COUCH, SETTINGS
+from dicomweb_couch.search.catalog import CatalogNotReady
+from dicomweb_couch.store.couch import CouchUnavailable
+from dicomweb_couch.web import wado_uri
+from dicomweb_couch.web.responses import dicomweb_root
+from dicomweb_couch.web.viewer import MOUNT, VIEWER_DIR, build_problem
 
 
 @dataclass(frozen=True)

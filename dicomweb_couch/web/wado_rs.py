@@ -13,14 +13,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import COUCH
-from .bulkdata import bulkdata_base, with_bulkdata_uris
-from .instances import first_value
-from .couch import Couch
-from .legacy import normalize_stored
-from .errors import DicomwebError
-from .catalog import DDOC, HIGH
-from .responses import DICOM_JSON, dicom_json
+from dicomweb_couch.appkeys import COUCH
+from dicomweb_couch.dicom.legacy import normalize_stored
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.search.catalog import DDOC, HIGH
+from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.web.bulkdata import bulkdata_base, with_bulkdata_uris
+from dicomweb_couch.web.instances import first_value
+from dicomweb_couch.web.responses import DICOM_JSON, dicom_json
 
 BATCH = 200
 

@@ -16,11 +16,11 @@ from typing import IO
 
 from aiohttp import BodyPartReader, MultipartReader, web
 
-from .appkeys import COUCH
-from .couch import CouchUnavailable
-from .dicomjson import InvalidInstance, ParsedInstance, parse_part10
-from .errors import DicomwebError
-from .responses import dicom_json, element, study_url
+from dicomweb_couch.appkeys import COUCH
+from dicomweb_couch.dicom.dicomjson import InvalidInstance, ParsedInstance, parse_part10
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.store.couch import CouchUnavailable
+from dicomweb_couch.web.responses import dicom_json, element, study_url
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,11 @@ import asyncio
 
 from aiohttp import hdrs, web
 
-from . import accept, frames, instances, rendering
-from .errors import DicomwebError
-from .instances import StoredInstance
-from .multipart import MultipartWriter
+from dicomweb_couch.dicom import rendering
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.web import accept, frames, instances
+from dicomweb_couch.web.instances import StoredInstance
+from dicomweb_couch.web.multipart import MultipartWriter
 
 _OFFERS = [accept.Offer(media_type) for media_type in rendering.MEDIA_TYPES]
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .dicomjson import BINARY_VRS
-
+from dicomweb_couch.dicom.dicomjson import BINARY_VRS
 
 
 def normalize_stored(dataset: dict[str, Any]) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import COUCH
-from .couch import Couch
-from .errors import DicomwebError
-from .qido import DDOC, HIGH
+from dicomweb_couch.appkeys import COUCH
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.web.qido import DDOC, HIGH
 
 BATCH = 1000
 

@@ -28,13 +28,14 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate, get_frame, parse_basic_offsets, parse_fragments
 from pydicom.pixels import pack_bits, pixel_array
 
-from . import accept, instances, transfer_syntax
-from .appkeys import COUCH
-from .errors import DicomwebError
-from .instances import StoredInstance
-from .multipart import MultipartWriter
-from .remote_file import RemoteFile
-from .responses import study_url
+from dicomweb_couch.appkeys import COUCH
+from dicomweb_couch.dicom import transfer_syntax
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.store.remote_file import RemoteFile
+from dicomweb_couch.web import accept, instances
+from dicomweb_couch.web.instances import StoredInstance
+from dicomweb_couch.web.multipart import MultipartWriter
+from dicomweb_couch.web.responses import study_url
 
 OCTET_STREAM: Final = "application/octet-stream"
 _DEFER: Final = 1024

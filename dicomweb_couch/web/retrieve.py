@@ -18,14 +18,15 @@ from typing import IO
 
 from aiohttp import hdrs, web
 
-from . import accept, instances, transfer_syntax
-from .appkeys import COUCH
-from .couch import Couch
-from .errors import DicomwebError
-from .instances import StoredInstance
-from .multipart import MultipartWriter
-from .remote_file import RemoteFile
-from .responses import study_url
+from dicomweb_couch.appkeys import COUCH
+from dicomweb_couch.dicom import transfer_syntax
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.store.remote_file import RemoteFile
+from dicomweb_couch.web import accept, instances
+from dicomweb_couch.web.instances import StoredInstance
+from dicomweb_couch.web.multipart import MultipartWriter
+from dicomweb_couch.web.responses import study_url
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .couch import Couch
-from .legacy import normalize_stored
-from .matching import normalize_index_text
+from dicomweb_couch.dicom.legacy import normalize_stored
+from dicomweb_couch.search.matching import normalize_index_text
+from dicomweb_couch.store.couch import Couch
 
 log = logging.getLogger(__name__)
 

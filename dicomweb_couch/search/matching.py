@@ -31,7 +31,7 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from .dicomjson import is_valid_uid
+from dicomweb_couch.dicom.dicomjson import is_valid_uid
 
 Bound = tuple[str | None, str | None]
 

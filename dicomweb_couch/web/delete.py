@@ -14,9 +14,9 @@ import logging
 
 from aiohttp import web
 
-from . import instances
-from .appkeys import COUCH, SETTINGS
-from .errors import DicomwebError
+from dicomweb_couch.appkeys import COUCH, SETTINGS
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.web import instances
 
 log = logging.getLogger(__name__)
 

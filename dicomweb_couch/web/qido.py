@@ -28,16 +28,23 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import CATALOG, COUCH, SETTINGS
-from .catalog import DDOC, EXACT_TAGS, HIGH, CatalogNotReady, StudyIndex, StudySummary
-from .couch import Couch
-from .errors import DicomwebError
-from .legacy import normalize_stored
-from .levels import INSTANCE, SERIES, level_of
-from .matching import (Matcher, QueryError, combine_datetime, normalize_index_text, parse_matcher,
-                       resolve_key, wildcard_prefix)
-from .responses import dicom_json, element, study_url
-from .settings import Settings
+from dicomweb_couch.appkeys import CATALOG, COUCH, SETTINGS
+from dicomweb_couch.dicom.legacy import normalize_stored
+from dicomweb_couch.dicom.levels import INSTANCE, SERIES, level_of
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.search.catalog import DDOC, EXACT_TAGS, HIGH, CatalogNotReady, StudyIndex, StudySummary
+from dicomweb_couch.search.matching import (
+    Matcher,
+    QueryError,
+    combine_datetime,
+    normalize_index_text,
+    parse_matcher,
+    resolve_key,
+    wildcard_prefix,
+)
+from dicomweb_couch.settings import Settings
+from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.web.responses import dicom_json, element, study_url
 
 MAX_PARALLEL = 8
 

@@ -22,7 +22,7 @@ from pydicom import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from .errors import DicomwebError
+from dicomweb_couch.errors import DicomwebError
 
 MEDIA_TYPES: Final = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
 """Rendered media types served, the default (PS3.18 Table 8.7.4-1) first."""

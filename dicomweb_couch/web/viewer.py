@@ -29,9 +29,9 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from .appkeys import SETTINGS
-from .auth import AUTHENTICATOR
-from .errors import DicomwebError
+from dicomweb_couch.appkeys import SETTINGS
+from dicomweb_couch.auth import AUTHENTICATOR
+from dicomweb_couch.errors import DicomwebError
 
 MOUNT = "/ohif"
 VIEWER_DIR = web.AppKey("viewer_dir", Path)

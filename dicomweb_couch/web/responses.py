@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .appkeys import SETTINGS
+from dicomweb_couch.appkeys import SETTINGS
 
 DICOM_JSON = "application/dicom+json"
 

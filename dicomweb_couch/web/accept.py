@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import DicomwebError
+from dicomweb_couch.errors import DicomwebError
 
 _TOKENS = re.compile(r'\s*((?:[^,;"]|"(?:[^"\\]|\\.)*")+)\s*([,;]|$)')
 

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .levels import view_constants
+from dicomweb_couch.dicom.levels import view_constants
 
 _CANDIDATES = (
-    Path(__file__).resolve().parent.parent / "design_docs",  # source checkout / editable install
+    Path(__file__).resolve().parents[2] / "design_docs",  # source checkout / editable install
     Path(sys.prefix) / "share" / "dicomweb_couch" / "design_docs",  # wheel install (setup.cfg data_files)
 )
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import hdrs, web
 
-from .errors import problem
+from dicomweb_couch.errors import problem
 
 ANY = "*"
 ALLOWED_HEADERS = ("Accept", "Authorization", "Content-Type", "If-None-Match", "If-Modified-Since", "Range")

@@ -15,8 +15,13 @@ from pydicom import Dataset, dcmread, dcmwrite
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import correct_ambiguous_vr
 from pydicom.pixels import get_decoder
-from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
-                         ImplicitVRLittleEndian)
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 EXPLICIT_LE: Final = str(ExplicitVRLittleEndian)
 IMPLICIT_LE: Final = str(ImplicitVRLittleEndian)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .appkeys import COUCH
-from .dicomjson import is_valid_uid
-from .errors import DicomwebError
-from .catalog import DDOC
+from dicomweb_couch.appkeys import COUCH
+from dicomweb_couch.dicom.dicomjson import is_valid_uid
+from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.search.catalog import DDOC
 
 _DICOM = "application/dicom"
 

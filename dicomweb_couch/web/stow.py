@@ -7,42 +7,19 @@ grow with the size of the request or of an instance. Each part succeeds or fails
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
 import tempfile
-from dataclasses import dataclass
 from typing import IO
 
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from dicomweb_couch.appkeys import COUCH
-from dicomweb_couch.dicom.dicomjson import InvalidInstance, ParsedInstance, parse_part10
 from dicomweb_couch.errors import DicomwebError
-from dicomweb_couch.store.couch import CouchUnavailable
+from dicomweb_couch.store.ingest import CANNOT_UNDERSTAND, PROCESSING_FAILURE, Outcome, store_file
 from dicomweb_couch.web.responses import dicom_json, element, study_url
-
-log = logging.getLogger(__name__)
 
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 _CHUNK = 256 * 1024
-
-# FailureReason values (PS3.18 10.5.3, PS3.4 Annex GG / B.2.3)
-PROCESSING_FAILURE = 0x0110
-DOES_NOT_MATCH_SOP_CLASS = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one part: stored (instance set, reason None) or failed (reason set)."""
-
-    sop_class_uid: str | None
-    sop_instance_uid: str | None
-    study_uid: str | None = None
-    series_uid: str | None = None
-    failure_reason: int | None = None
-    message: str = ""
 
 
 async def store(request: web.Request) -> web.Response:
@@ -98,22 +75,7 @@ async def _store_part(request: web.Request, part: BodyPartReader, expected_study
                        message=f"part of type {kind!r} is not application/dicom")
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as fp:
         md5, size = await _spool(part, fp)
-        try:
-            parsed = await asyncio.to_thread(parse_part10, fp)
-        except InvalidInstance as exc:
-            return Outcome(exc.sop_class_uid, exc.sop_instance_uid, failure_reason=exc.failure_reason, message=exc.message)
-        if expected_study and parsed.study_uid != expected_study:
-            return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=DOES_NOT_MATCH_SOP_CLASS,
-                           message=f"StudyInstanceUID (0020,000D) {parsed.study_uid} does not match the study "
-                                   f"{expected_study} in the request URL")
-        try:
-            written = await request.app[COUCH].store_instance(_document(parsed, md5), fp, size)
-        except CouchUnavailable as exc:
-            log.error("storing %s failed: %s", parsed.sop_instance_uid, exc)
-            return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=PROCESSING_FAILURE,
-                           message="the database did not accept the instance; try again")
-        log.info("%s instance %s (%d bytes)", "stored" if written else "already had", parsed.sop_instance_uid, size)
-        return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_uid, parsed.series_uid)
+        return await store_file(request.app[COUCH], fp, md5, size, expected_study)
 
 
 async def _spool(part: BodyPartReader, fp: IO[bytes]) -> tuple[str, int]:
@@ -123,14 +85,6 @@ async def _spool(part: BodyPartReader, fp: IO[bytes]) -> tuple[str, int]:
         fp.write(chunk)
         size += len(chunk)
     return md5.hexdigest(), size
-
-
-def _document(parsed: ParsedInstance, md5: str) -> dict:
-    """The instance document in dcmjs-org/dicomweb-server's layout, plus the transfer syntax."""
-    doc = {"_id": parsed.sop_instance_uid, "dataset": parsed.dataset, "md5hash": md5}
-    if parsed.transfer_syntax_uid:
-        doc["transferSyntaxUID"] = parsed.transfer_syntax_uid
-    return doc
 
 
 def _response(request: web.Request, outcomes: list[Outcome], expected_study: str | None,

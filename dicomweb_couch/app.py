@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from dicomweb_couch import auth
-from dicomweb_couch.appkeys import CATALOG, COUCH, SETTINGS
+from dicomweb_couch.appkeys import CATALOG, COUCH, SEARCH, SETTINGS
 from dicomweb_couch.errors import error_middleware
 from dicomweb_couch.search.catalog import StudyCatalog
+from dicomweb_couch.search.engine import SearchEngine
 from dicomweb_couch.settings import Settings
 from dicomweb_couch.store import design_docs
 from dicomweb_couch.store.couch import Couch
@@ -45,6 +46,8 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
             log.info("installed design document %s (its indexes rebuild on the next query)", doc_id)
     app[COUCH] = couch
     app[CATALOG] = StudyCatalog(couch)
+    app[SEARCH] = SearchEngine(couch, app[CATALOG], default_limit=settings.qido_default_limit,
+                               max_limit=settings.qido_max_limit, patience=settings.index_patience)
     warmer = asyncio.create_task(app[CATALOG].keep_warm(settings.index_refresh))
     root = f"http://{settings.host}:{settings.port}"
     log.info("DICOMweb root (OHIF qidoRoot/wadoRoot): %s%s", root, settings.prefix)

@@ -50,6 +50,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)  # origins whose pages may call the API; "*" any, () none
     ohif_dir: str = "var/ohif"  # the OHIF Viewer build served at /ohif/ (scripts/ohif.py installs it)
     ohif_config: str | None = None  # an app-config.js to serve instead of the generated one
+    client_timeout: float = 60.0  # seconds a request body may stall before the request is given up (408)
+    max_instance_size: int = 1 << 30  # bytes: larger STOW-RS parts are refused (0xA700) and not kept
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 # FailureReason (PS3.18 10.5.3, PS3.4 Annex GG / B.2.3) beside the two parsing gives
 PROCESSING_FAILURE = 0x0110
-__all__ = ["CANNOT_UNDERSTAND", "PROCESSING_FAILURE", "Outcome", "document", "md5_of", "store_file"]
+OUT_OF_RESOURCES = 0xA700  # "Refused: Out of Resources": larger than the archive accepts
+__all__ = ["CANNOT_UNDERSTAND", "OUT_OF_RESOURCES", "PROCESSING_FAILURE", "Outcome", "document", "md5_of", "store_file"]
 
 _CHUNK = 256 * 1024
 

@@ -43,7 +43,7 @@ def _missing(reason: str) -> None:
 def _plugin() -> Path | None:
     found = [p for p in PLUGIN_PATHS if p.exists()]
     if not found and shutil.which("dpkg"):
-        listing = subprocess.run(["dpkg", "-L", "orthanc-dicomweb"], capture_output=True, text=True).stdout
+        listing = subprocess.run(["dpkg", "-L", "orthanc-dicomweb"], capture_output=True, text=True, check=False).stdout
         found = [Path(line) for line in listing.splitlines() if "DicomWeb.so" in line and Path(line).is_file()]
     return found[0] if found else None
 

@@ -114,7 +114,8 @@ class RelatedReader:
             at = self._buf.find(self._delimiter)
             end = at if at >= 0 else len(self._buf) - keep
             if end > 0:
-                chunk = bytes(self._buf[:end])
+                with memoryview(self._buf) as view:
+                    chunk = bytes(view[:end])
                 del self._buf[:end]
                 self.part_bytes += len(chunk)
                 return chunk
@@ -175,7 +176,8 @@ class RelatedReader:
         if self._eof:
             raise CutOff(cut_off())
         try:
-            data = await asyncio.wait_for(self._read_any(), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                data = await self._read_any()
         except TimeoutError:
             raise ClientSilent(f"the client sent nothing for {self._timeout:g} s in part {self.parts}, "
                                f"after {self.part_bytes} bytes of it") from None

@@ -66,6 +66,8 @@ class Settings:
         if self.auth and self.auth not in AUTH_PROVIDERS:
             raise ValueError(f"auth={self.auth!r} is not one of {', '.join(AUTH_PROVIDERS)}")
         object.__setattr__(self, "cors_origins", normalize_origins(self.cors_origins))
+        if self.client_timeout <= 0 or self.max_instance_size <= 0:
+            raise ValueError("client_timeout and max_instance_size must be positive")
 
     @property
     def auth_provider(self) -> str:

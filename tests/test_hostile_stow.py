@@ -282,3 +282,22 @@ def test_generated_bodies_keep_the_archive_whole(shared_archive, case):
     body, boundary = case
     shared_archive.stow(body, boundary)
     shared_archive.assert_holds_only_acknowledged()
+
+
+def test_every_pydicom_file_cut_short_or_bit_flipped_is_stored_exactly_or_refused(serve):
+    """Damaged Part 10 files sent as complete parts: each is refused with a reason or stored as sent."""
+    archive = serve()
+    files = [Path(p) for p in pydicom.data.get_testdata_files() if Path(p).is_file()]
+    refused = 0
+    for number, path in enumerate(files):
+        data = path.read_bytes()
+        flipped = bytearray(data)
+        flipped[(number * 7919) % min(len(data), 1024)] ^= 1 << (number % 8)  # in the meta or first elements
+        body, _ = multipart([data[:len(data) // 2], data[:200], bytes(flipped)], boundary="pb")
+        status, answer = archive.stow(body, "pb")
+        assert status in (200, 202, 409), (path.name, answer)
+        refused += len(answer.get("00081198", {}).get("Value", []))
+        for failed in answer.get("00081198", {}).get("Value", []):
+            assert failed["00000902"]["Value"], path.name  # says why
+    archive.assert_holds_only_acknowledged()
+    assert refused  # the damage is real: some were refused

@@ -73,7 +73,7 @@ class RelatedReader:
         # The first delimiter may open the body without a CRLF before it: pretend there was one.
         self._buf = bytearray(b"\r\n")
         self._eof = False
-        self._in_part = False
+        self._in_part = True  # the preamble, skipped like the unread rest of a part
         self._closed = False
         self.parts = 0
         """Parts opened so far."""
@@ -83,14 +83,13 @@ class RelatedReader:
     async def next_part(self) -> CIMultiDict[str] | None:
         """Headers of the next part, or None after the close delimiter.
 
-        An unread rest of the current part is skipped. The epilogue after the close delimiter is
-        never read (RFC 2046: it is to be ignored).
+        An unread rest of the current part (or the preamble) is skipped. The epilogue after the
+        close delimiter is never read (RFC 2046: it is to be ignored).
         """
         if self._closed:
             return None
         while self._in_part:
             await self.read_chunk()
-        await self._skip_to_delimiter()
         del self._buf[:len(self._delimiter)]
         while len(self._buf) < 2:
             await self._fill(lambda: f"the body ended right after a boundary delimiter, after {self.parts} part(s)")
@@ -109,31 +108,47 @@ class RelatedReader:
 
         Raises :class:`CutOff` when the body ends before the delimiter: the part is incomplete.
         """
+        if not self._in_part:
+            return b""
+        chunk = await self._until_delimiter()
+        self.part_bytes += len(chunk)
+        self._in_part = bool(chunk)
+        return chunk
+
+    async def _until_delimiter(self) -> bytes:
+        """Bytes before the next delimiter (b"" when the buffer starts with one), from the buffer
+        or, when it holds none, from the client."""
         keep = len(self._delimiter) - 1  # a delimiter may start in these last bytes
-        while self._in_part:
-            at = self._buf.find(self._delimiter)
-            end = at if at >= 0 else len(self._buf) - keep
+        start = 0
+        while True:
+            at = self._buf.find(self._delimiter, start)
+            verdict = self._delimiter_line_at(at) if at >= 0 else None
+            if verdict is False:  # the boundary followed by other text: content (RFC 2046 5.1.1)
+                start = at + 1
+                continue
+            end = at if at >= 0 else max(start, len(self._buf) - keep)
             if end > 0:
                 with memoryview(self._buf) as view:
                     chunk = bytes(view[:end])
                 del self._buf[:end]
-                self.part_bytes += len(chunk)
                 return chunk
-            if at == 0:
-                self._in_part = False
-                break
-            await self._fill(lambda: f"the body ended inside part {self.parts} after {self.part_bytes} bytes, "
-                                     "before the boundary delimiter that completes it (a cut-off upload)")
-        return b""
-
-    async def _skip_to_delimiter(self) -> None:
-        """Drop the preamble (or a part's unread rest) up to the next delimiter."""
-        keep = len(self._delimiter) - 1
-        while (at := self._buf.find(self._delimiter)) < 0:
-            del self._buf[:max(0, len(self._buf) - keep)]
+            if verdict:
+                return b""
             await self._fill(lambda: "the body holds no boundary delimiter" if not self.parts else
-                             f"the body ended after part {self.parts} without the close delimiter")
-        del self._buf[:at]
+                             f"the body ended inside part {self.parts} after {self.part_bytes} bytes, "
+                             "before the boundary delimiter that completes it (a cut-off upload)")
+
+    def _delimiter_line_at(self, at: int) -> bool | None:
+        """Whether the delimiter found at ``at`` ends its line as one must (``--``, or transport
+        padding and a line end); None while the bytes to tell have not arrived."""
+        pos = at + len(self._delimiter)
+        rest = bytes(self._buf[pos:pos + MAX_HEADER_LINE + 2])
+        line = rest.lstrip(b" \t")
+        if rest.startswith(b"--") or line.startswith(b"\n") or line.startswith(b"\r\n"):
+            return True
+        if line in (b"", b"\r") or rest == b"-":
+            return True if self._eof or len(rest) > MAX_HEADER_LINE else None
+        return False
 
     async def _end_of_line(self, what: str) -> None:
         """Skip transport padding (spaces, tabs) and the line end after a delimiter."""

@@ -26,6 +26,8 @@ from dicomweb_couch.settings import Settings
 class LiveServer:
     host: str
     port: int
+    headers: dict[str, str]
+    """What every request of the tests carries (the suite's token under DICOMWEB_COUCH_TEST_AUTH)."""
 
     @property
     def url(self) -> str:
@@ -36,7 +38,7 @@ class LiveServer:
         """One request on its own connection: (status, headers, body)."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
             resp = conn.getresponse()
             return resp.status, dict(resp.getheaders()), resp.read()
         finally:
@@ -61,14 +63,14 @@ def store_response(body: bytes) -> dict[str, Any]:
 
 
 @contextmanager
-def running(couch_url: str, database: str, user: str | None = None, password: str | None = None,
-            **settings: Any) -> Iterator[LiveServer]:
-    """Serve ``database`` until the block ends; ``settings`` as the Settings fields."""
+def running(couch: Any, database: str, auth: Any, **settings: Any) -> Iterator[LiveServer]:
+    """Serve ``database`` of the tests' CouchDB (conftest's ``couch_server``) until the block ends,
+    behind the suite's authentication (conftest's ``suite_auth``); ``settings`` as Settings fields."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="live-server", daemon=True)
     thread.start()
-    config = Settings(couch_url=couch_url, couch_user=user, couch_password=password, database=database,
-                      couch_wait=30, **settings)
+    config = Settings(couch_url=couch.url, couch_user=couch.user, couch_password=couch.password, database=database,
+                      couch_wait=30, **{**auth.settings, **settings})
     runner = web.AppRunner(create_app(config), handle_signals=False)
 
     async def start() -> tuple[str, int]:
@@ -79,7 +81,7 @@ def running(couch_url: str, database: str, user: str | None = None, password: st
 
     try:
         host, port = asyncio.run_coroutine_threadsafe(start(), loop).result(90)
-        yield LiveServer(host, port)
+        yield LiveServer(host, port, dict(auth.headers))
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)

@@ -81,12 +81,12 @@ def complete_parts(body: bytes, boundary: str) -> list[bytes]:
 
 
 @pytest.fixture
-def serve(couch_server, couch_db_name: str) -> Iterator:
+def serve(couch_server, couch_db_name: str, suite_auth) -> Iterator:
     """Start the server on the test's database with any settings (once per test)."""
     with_server: list = []
 
     def start(**settings) -> Archive:
-        context = running(couch_server.url, couch_db_name, couch_server.user, couch_server.password, **settings)
+        context = running(couch_server, couch_db_name, suite_auth, **settings)
         server = context.__enter__()
         with_server.append(context)
         return Archive(server, couch_server.url, couch_db_name, couch_server.headers())
@@ -185,8 +185,9 @@ def test_part_larger_than_max_instance_size_is_refused_alone(serve):
 
 # -- item 6: silent and vanishing clients ---------------------------------------------------------
 
-def _request_head(boundary: str, length: int) -> bytes:
-    return (f"POST /studies HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/dicom+json\r\n"
+def _request_head(server: LiveServer, boundary: str, length: int) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in server.headers.items())
+    return (f"POST /studies HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/dicom+json\r\n{extra}"
             f'Content-Type: multipart/related; type="application/dicom"; boundary={boundary}\r\n'
             f"Content-Length: {length}\r\n\r\n").encode()
 
@@ -197,7 +198,7 @@ def test_silent_client_gets_408_and_its_connection_closed(serve, caplog):
     body, _ = multipart([data], boundary="sb")
     started = time.monotonic()
     with archive.server.raw() as sock, caplog.at_level(logging.INFO):
-        sock.sendall(_request_head("sb", len(body)) + body[:len(body) // 2])  # promises twice what it sends
+        sock.sendall(_request_head(archive.server, "sb", len(body)) + body[:len(body) // 2])  # promises twice what it sends
         answer = b""
         while chunk := sock.recv(65536):  # until the server closes the connection
             answer += chunk
@@ -215,7 +216,7 @@ def test_client_that_disconnects_is_one_log_line_and_stores_nothing(serve, caplo
     body, _ = multipart([data, make_instance(generate_uid(), generate_uid())], boundary="db")
     with caplog.at_level(logging.INFO):
         with archive.server.raw() as sock:
-            sock.sendall(_request_head("db", len(body)) + body[:len(body) // 3])
+            sock.sendall(_request_head(archive.server, "db", len(body)) + body[:len(body) // 3])
             time.sleep(0.5)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not [r for r in caplog.records if "closed the connection" in r.getMessage()]:

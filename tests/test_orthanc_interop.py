@@ -67,10 +67,10 @@ class Orthanc:
 
 
 @pytest.fixture(scope="module")
-def archive(couch_server) -> Iterator[LiveServer]:
+def archive(couch_server, suite_auth) -> Iterator[LiveServer]:
     database = f"test_{uuid.uuid4().hex}"
     try:
-        with running(couch_server.url, database, couch_server.user, couch_server.password) as server:
+        with running(couch_server, database, suite_auth) as server:
             yield server
     finally:
         couch_server.request("DELETE", database)
@@ -88,7 +88,7 @@ def orthanc(archive: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> It
         "DicomServerEnabled": False, "DicomPort": _free_port(),
         "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "index"),
         "StorageCompression": False, "HttpTimeout": 60, "Plugins": [str(plugin)],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Servers": {"archive": [archive.url + "/"]}},
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Servers": {"archive": {"Url": archive.url + "/", "HttpHeaders": archive.headers}}},
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = open(folder / "orthanc.log", "wb")

@@ -79,11 +79,19 @@ def running(couch: Any, database: str, auth: Any, **settings: Any) -> Iterator[L
         await site.start()
         return runner.addresses[0][:2]
 
+    async def stop() -> None:
+        """Clean up, then end what is left (e.g. a connection aiohttp still lingers on)."""
+        await runner.cleanup()
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
     try:
         host, port = asyncio.run_coroutine_threadsafe(start(), loop).result(90)
         yield LiveServer(host, port, dict(auth.headers))
     finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(60)
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()

@@ -302,3 +302,21 @@ def test_every_pydicom_file_cut_short_or_bit_flipped_is_stored_exactly_or_refuse
             assert failed["00000902"]["Value"], path.name  # says why
     archive.assert_holds_only_acknowledged()
     assert refused  # the damage is real: some were refused
+
+
+def test_broken_chunked_transfer_encoding_mid_body_is_bounded_and_stores_nothing(serve, caplog):
+    archive = serve(client_timeout=1.0)
+    data = make_instance(generate_uid(), generate_uid())
+    part = part_bytes("cb", data)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in archive.server.headers.items())
+    head = (f"POST /studies HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n{extra}"
+            'Content-Type: multipart/related; type="application/dicom"; boundary=cb\r\n\r\n').encode()
+    with archive.server.raw() as sock, caplog.at_level(logging.INFO):
+        sock.sendall(head + f"{len(part):x}\r\n".encode() + part + b"\r\n")
+        time.sleep(0.5)  # the handler is reading the body when the broken chunk comes
+        sock.sendall(b"not-a-chunk-size\r\n\r\n")
+        answer = sock.recv(65536)
+    # aiohttp drops the broken chunk without failing the body, so the reader's timeout ends the wait
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert not [r for r in caplog.records if r.exc_info and r.name.startswith("dicomweb_couch")]
+    archive.assert_holds_only_acknowledged()

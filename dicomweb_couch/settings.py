@@ -50,6 +50,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)  # origins whose pages may call the API; "*" any, () none
     ohif_dir: str = "var/ohif"  # the OHIF Viewer build served at /ohif/ (scripts/ohif.py installs it)
     ohif_config: str | None = None  # an app-config.js to serve instead of the generated one
+    client_timeout: float = 60.0  # seconds a request body may stall before the request is given up (408)
+    max_instance_size: int = 1 << 30  # bytes: larger STOW-RS parts are refused (0xA700) and not kept
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()
@@ -64,6 +66,8 @@ class Settings:
         if self.auth and self.auth not in AUTH_PROVIDERS:
             raise ValueError(f"auth={self.auth!r} is not one of {', '.join(AUTH_PROVIDERS)}")
         object.__setattr__(self, "cors_origins", normalize_origins(self.cors_origins))
+        if self.client_timeout <= 0 or self.max_instance_size <= 0:
+            raise ValueError("client_timeout and max_instance_size must be positive")
 
     @property
     def auth_provider(self) -> str:

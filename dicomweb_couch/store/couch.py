@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -354,15 +355,25 @@ class Couch:
             pending = conflicts
         raise CouchUnavailable(f"instance {pending[0]} kept conflicting with concurrent writes")
 
-    async def store_instance(self, doc: dict[str, Any], fp: IO[bytes], size: int) -> bool:
+    async def store_instance(self, doc: dict[str, Any], fp: IO[bytes], size: int, patience: float = 60.0) -> bool:
         """Store an instance document with its Part 10 file; False if that very file is already there.
 
         The first PUT carries no revision, so a new instance costs one write. On a conflict the
         stored ``md5hash`` (the predecessor's field) tells a repeated store, which is left alone,
-        from a new version of the instance, which replaces the old one.
+        from a new version of the instance, which replaces the old one: last write wins, and
+        True means this version was stored (a concurrent writer may replace it a moment later).
+
+        Writers of one SOP Instance UID at the same moment conflict with each other, and of N
+        of them the last needs N rounds; so a conflict is no outage and there is no fixed number
+        of tries: each one re-reads the revision and tries again after a short random pause,
+        for up to ``patience`` seconds. Only then :class:`Conflict` is raised: the instance was
+        not stored because other versions of it kept arriving, while the database was fine.
         """
         doc = dict(doc)
-        for _ in range(5):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        attempt = 0
+        while True:
             try:
                 await self.put_with_attachment(doc, fp, size)
                 return True
@@ -370,8 +381,11 @@ class Couch:
                 current = await self.get_doc(doc["_id"])
                 if current is None:  # deleted meanwhile: write without a revision
                     doc.pop("_rev", None)
-                    continue
-                if current.get("md5hash") == doc.get("md5hash") and ATTACHMENT in current.get("_attachments", {}):
+                elif current.get("md5hash") == doc.get("md5hash") and ATTACHMENT in current.get("_attachments", {}):
                     return False
-                doc["_rev"] = current["_rev"]
-        raise CouchUnavailable(f"instance {doc['_id']} kept conflicting with concurrent writes")
+                else:
+                    doc["_rev"] = current["_rev"]
+                if loop.time() >= deadline:
+                    raise
+                attempt += 1
+                await asyncio.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** attempt)))

@@ -171,3 +171,44 @@ def test_wildcard_match_agrees_with_the_definition(term: str, text: str, prefix:
         return bool(s) and t[0] in ("?", s[0]) and matches(t[1:], s[1:])
 
     assert wildcard_match(term, text, prefix) == matches(term, text)
+
+
+# -- item 2: a password in the CouchDB URL is never in a body nor in a log line ---------------------------------
+
+
+async def test_store_password_is_in_no_body_and_no_log(aiohttp_client, tmp_path, caplog) -> None:  # noqa: ANN001
+    """Started with ``--couch-url http://admin:SECRET@host:port`` and the store then stopped: every route
+    answers (503 where it needs the store) without SECRET, the store's address or the database name, and no
+    log record holds SECRET."""
+    secret = "S3cret-" + uuid.uuid4().hex[:8]
+    caplog.set_level(logging.DEBUG)
+    local_couch.ensure_installed()
+    with local_couch.start(tmp_path / "couch", port=0) as own:
+        assert CouchServer(own.url).request("PUT", "_config/admins/admin", secret)[0] == 200
+        url = own.url.replace("http://", f"http://admin:{secret}@")
+        client = await aiohttp_client(create_app(Settings(couch_url=url, database="secretdb", couch_wait=10)))
+        study, series, sop = generate_uid(), generate_uid(), generate_uid()
+        assert (await stow(client, [make_instance(study, series, sop)]))[0] == 200
+        assert (await client.get("/studies")).status == 200
+    instance = f"/studies/{study}/series/{series}/instances/{sop}"
+    paths = ["/", "/studies", "/series", "/instances", f"/studies/{study}/series", f"/studies/{study}/instances",
+             f"/studies/{study}/series/{series}/instances", f"/studies/{study}/metadata", instance + "/metadata",
+             f"/studies/{study}", instance, instance + "/frames/1", instance + "/rendered", instance + "/thumbnail",
+             f"/studies/{study}/rendered", "/wado?" + urlencode({"requestType": "WADO", "studyUID": study,
+                                                                "seriesUID": series, "objectUID": sop})]
+    for path in paths:
+        for accept in ("application/json", "*/*"):
+            resp = await client.get(path, headers={"Accept": accept})
+            body = await resp.text()
+            assert resp.status == 503, (path, resp.status, body[:300])
+            assert secret not in body and "Traceback" not in body, (path, body[:300])
+            if path != "/":  # the status page names the store (without credentials); errors do not
+                assert own.url not in body and f"127.0.0.1:{own.port}" not in body and "secretdb" not in body, body
+    body, content_type = multipart([make_instance(study, series)])
+    resp = await client.post("/studies", data=body, headers={"Content-Type": content_type})
+    assert resp.status == 503 and secret not in await resp.text()
+    resp = await client.delete(f"/studies/{study}")
+    assert resp.status == 503 and secret not in await resp.text()
+    formatter = logging.Formatter()
+    leaked = [formatter.format(r) for r in caplog.records if secret in formatter.format(r)]
+    assert not leaked, leaked[:3]

@@ -132,6 +132,8 @@ def negotiate(ranges: Sequence[MediaRange], offers: Sequence[Offer], what: str) 
         if chosen is not None:
             return chosen
     asked = ", ".join(map(str, ranges)) or "nothing"
+    if len(asked) > 200:  # a client's own header, not worth echoing whole
+        asked = asked[:200] + "..."
     available = ", ".join(f"{o.media_type}" + (f"; transfer-syntax={o.transfer_syntax}" if o.transfer_syntax else "")
                           for o in offers) or "nothing"
     raise DicomwebError(406, f"{what} is not available as {asked}; this server can provide {available}")

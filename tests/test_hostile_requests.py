@@ -381,3 +381,11 @@ def test_generated_wado_uri_parameters(live: Live, changes: dict[str, str], root
     params = {"requestType": "WADO", "studyUID": live.study, "seriesUID": live.series, "objectUID": live.sop, **changes}
     answer = live.check(live.get(root + "?" + query(list(params.items()))))
     assert answer.status in (200, 400, 404, 406), (answer.status, answer.text[:300])
+
+
+@pytest.mark.parametrize("accept", [" " * 8000 + '"', "image/png;" + " " * 8000 + '"', '"' + "\\" * 8000, "a, " * 2600])
+def test_a_long_accept_header_is_parsed_in_linear_time(live: Live, accept: str) -> None:
+    """200 spaces and an unclosed quote took the Accept parser's regular expression 6 s, 8,000 forever."""
+    base = f"/studies/{live.study}/series/{live.series}/instances/{live.sop}"
+    for tail in ("", "/metadata", "/frames/1", "/rendered"):
+        assert live.answered_meanwhile(base + tail, {"Accept": accept}).status in (200, 406)

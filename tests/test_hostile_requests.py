@@ -107,7 +107,7 @@ def live(couch_server: CouchServer, suite_auth: SuiteAuth) -> Iterator[Live]:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
 
-    def run(coro):  # noqa: ANN001, ANN202
+    def run(coro):
         return asyncio.run_coroutine_threadsafe(coro, loop).result(60)
 
     runner = web.AppRunner(create_app(config))
@@ -177,7 +177,7 @@ def test_wildcard_match_agrees_with_the_definition(term: str, text: str, prefix:
 # -- item 2: a password in the CouchDB URL is never in a body nor in a log line ---------------------------------
 
 
-async def test_store_password_is_in_no_body_and_no_log(aiohttp_client, tmp_path, caplog) -> None:  # noqa: ANN001
+async def test_store_password_is_in_no_body_and_no_log(aiohttp_client, tmp_path, caplog) -> None:
     """Started with ``--couch-url http://admin:SECRET@host:port`` and the store then stopped: every route
     answers (503 where it needs the store) without SECRET, the store's address or the database name, and no
     log record holds SECRET."""
@@ -389,3 +389,16 @@ def test_a_long_accept_header_is_parsed_in_linear_time(live: Live, accept: str) 
     base = f"/studies/{live.study}/series/{live.series}/instances/{live.sop}"
     for tail in ("", "/metadata", "/frames/1", "/rendered"):
         assert live.answered_meanwhile(base + tail, {"Accept": accept}).status in (200, 406)
+
+
+@pytest.mark.parametrize("number", ["9" * 5000, "²", "١٢", "+1", "1_000", " 1"])
+def test_numbers_beyond_what_python_converts_are_400(live: Live, number: str) -> None:
+    """Digits Python will not turn into an int (over 4,300 of them, superscripts) in limit, offset, quality
+    and frame lists: a 400, or for forms that are numbers after all, an answer."""
+    base = f"/studies/{live.study}/series/{live.series}/instances/{live.sop}"
+    value = quote(number, safe="")
+    for path in (f"/studies?limit={value}", f"/studies?offset={value}", f"{base}/rendered?quality={value}",
+                 f"{base}/frames/{value}", f"{base}/frames/1,{value}/rendered", f"/studies?SeriesNumber={value}",
+                 f"/studies?PatientName=a&limit={value}&offset={value}"):
+        answer = live.check(live.get(path, {"Accept": "*/*"}))
+        assert answer.status in (200, 400, 404), (path, answer.status, answer.text[:200])

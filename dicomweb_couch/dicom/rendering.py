@@ -79,7 +79,7 @@ def parse_parameters(query: Mapping[str, str], thumbnail: bool = False) -> Rende
     quality = 90
     if query.get("quality"):
         raw = query["quality"]
-        if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= 100:
             raise DicomwebError(400, f"quality={raw!r}: must be a whole number from 1 to 100 (PS3.18 8.3.5.1.2)")
         quality = int(raw)
     return Rendering(window, viewport, quality)

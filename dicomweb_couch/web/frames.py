@@ -41,11 +41,11 @@ from dicomweb_couch.web.responses import study_url
 OCTET_STREAM: Final = "application/octet-stream"
 _DEFER: Final = 1024
 _LONG_VALUE_VRS: Final = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UC", b"UR", b"UT", b"SQ", b"SV", b"UV"}
-_FRAME_LIST: Final = re.compile(r"\d+(,\d+)*")
+_FRAME_LIST: Final = re.compile(r"[0-9]{1,10}(,[0-9]{1,10})*")  # NumberOfFrames is an IS: 10 digits at most
 MAX_FRAME_LIST: Final = 1000
 """Most frame numbers one request may name, whatever the instance."""
 REPEAT_ALLOWANCE: Final = 16
-"""Frame-list length always allowed, even beyond the instance's frames (see ``check_list_length``)."""
+"""Frame-list length always allowed, even beyond the instance's frames (see ``check_frame_list``)."""
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def _encapsulated(pixels: PixelData, index: int) -> bytes:
 
 def parse_frame_list(text: str) -> list[int]:
     """The frame numbers of a ``{frames}`` path segment (PS3.18 8.3.1: 1-based, comma-separated),
-    at most ``MAX_FRAME_LIST`` of them (see ``check_list_length`` for the limit per instance)."""
+    at most ``MAX_FRAME_LIST`` of them (see ``check_frame_list`` for the limit per instance)."""
     cleaned = text.replace(" ", "")
     if not _FRAME_LIST.fullmatch(cleaned) or any(int(n) < 1 for n in cleaned.split(",")):
         shown = text if len(text) <= 64 else text[:64] + "..."
@@ -197,8 +197,9 @@ def parse_frame_list(text: str) -> list[int]:
     return numbers
 
 
-def check_list_length(instance: StoredInstance, numbers: list[int]) -> None:
-    """400 when a frame list is longer than the instance has frames (and than ``REPEAT_ALLOWANCE``).
+def check_frame_list(instance: StoredInstance, numbers: list[int]) -> None:
+    """400 when a frame list is longer than the instance has frames (and than ``REPEAT_ALLOWANCE``),
+    404 when it names a frame beyond NumberOfFrames.
 
     A frame may be named twice (the standard does not forbid it, and each mention gets its part),
     but one short URL must not make an answer many times the instance: ``1,1,1,...`` with 2,001
@@ -211,6 +212,9 @@ def check_list_length(instance: StoredInstance, numbers: list[int]) -> None:
         raise DicomwebError(400, f"the frame list names {len(numbers)} frames but instance {instance.sop} has "
                                  f"{instance.frames}: a list may name at most {allowed} (each frame once, or "
                                  f"{REPEAT_ALLOWANCE} in all for instances with fewer frames)")
+    if beyond := sorted({n for n in numbers if n > instance.frames}):  # before a multipart answer starts
+        raise DicomwebError(404, f"instance {instance.sop} has {instance.frames} frame(s); "
+                                 f"there is no frame {', '.join(map(str, beyond[:10]))}")
 
 
 def offers(stored: str | None) -> list[accept.Offer]:
@@ -262,7 +266,7 @@ def check_frames(instance: StoredInstance, pixels: PixelData, numbers: list[int]
 async def retrieve_frames(request: web.Request) -> web.StreamResponse:
     numbers = parse_frame_list(request.match_info["frames"])
     [instance] = await instances.find(request)
-    check_list_length(instance, numbers)
+    check_frame_list(instance, numbers)
     return await send_frames(request, instance, numbers)
 
 

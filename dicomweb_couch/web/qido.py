@@ -153,8 +153,9 @@ def _integer(params: Mapping[str, str], name: str, default: int) -> int:
     raw = params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
-        raise QueryError(f"{name}: must be a whole number, 0 or more, not {raw!r}")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+        shown = raw if len(raw) <= 20 else raw[:20] + "..."
+        raise QueryError(f"{name}: must be a whole number from 0 to 999999999, not {shown!r}")
     return int(raw)
 
 

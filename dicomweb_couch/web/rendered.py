@@ -68,7 +68,7 @@ async def instance_rendered(request: web.Request) -> web.StreamResponse:
 async def frames_rendered(request: web.Request) -> web.StreamResponse:
     numbers = frames.parse_frame_list(request.match_info["frames"])
     [instance] = await instances.find(request)
-    frames.check_list_length(instance, numbers)
+    frames.check_frame_list(instance, numbers)
     params = rendering.parse_parameters(request.query)
     media_type = _media_type(request, f"frames of instance {instance.sop}")
     if len(numbers) == 1:

@@ -399,6 +399,6 @@ def test_numbers_beyond_what_python_converts_are_400(live: Live, number: str) ->
     value = quote(number, safe="")
     for path in (f"/studies?limit={value}", f"/studies?offset={value}", f"{base}/rendered?quality={value}",
                  f"{base}/frames/{value}", f"{base}/frames/1,{value}/rendered", f"/studies?SeriesNumber={value}",
-                 f"/studies?PatientName=a&limit={value}&offset={value}"):
+                 f"/studies?PatientName=a&limit={value}&offset={value}", f"{base}/bulkdata/00081115/{value}/00081150"):
         answer = live.check(live.get(path, {"Accept": "*/*"}))
         assert answer.status in (200, 400, 404), (path, answer.status, answer.text[:200])

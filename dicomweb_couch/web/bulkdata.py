@@ -63,9 +63,10 @@ def parse_path(text: str) -> list[int]:
     """The tags and item indexes of a bulk data path: tag, or tag/index/tag/..., tags in hex."""
     parts = text.strip("/").split("/")
     valid = len(parts) % 2 == 1 and all(
-        _TAG.fullmatch(p) if i % 2 == 0 else p.isdigit() for i, p in enumerate(parts))
+        _TAG.fullmatch(p) if i % 2 == 0 else p.isascii() and p.isdigit() and len(p) <= 9 for i, p in enumerate(parts))
     if not valid:
-        raise DicomwebError(400, f"bulk data path {text!r} is not a tag (8 hex digits) or "
+        shown = text if len(text) <= 64 else text[:64] + "..."
+        raise DicomwebError(400, f"bulk data path {shown!r} is not a tag (8 hex digits) or "
                                  "sequence tag/item index/tag...")
     return [int(p, 16) if i % 2 == 0 else int(p) for i, p in enumerate(parts)]
 

@@ -65,11 +65,11 @@ class Live:
     series: str
     sop: str
 
-    def get(self, path: str, headers: dict[str, str] | None = None, timeout: float = 30) -> Answer:
-        """A GET with ``path`` sent exactly as given (no normalisation of dots or escapes)."""
+    def get(self, path: str, headers: dict[str, str] | None = None, timeout: float = 30, method: str = "GET") -> Answer:
+        """A request with ``path`` sent exactly as given (no normalisation of dots or escapes)."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
-            conn.request("GET", path, headers={**self.headers, **(headers or {})})
+            conn.request(method, path, headers={**self.headers, **(headers or {})})
             resp = conn.getresponse()
             return Answer(resp.status, resp.headers, resp.read())
         finally:
@@ -247,6 +247,10 @@ def test_a_path_uid_is_checked_before_the_store(live: Live, position: str, param
                 assert answer.status in (400, 404), (path, answer.status)
             else:
                 assert answer.status == 400 and parameter in answer.json()["message"], (path, answer.text[:300])
+        if position == "s":  # STOW to a study, and DELETE, are checked the same way
+            assert live.check(live.get(f"/studies/{value}", method="POST")).status in (400, 404, 405)
+        assert live.check(live.get(routes(live, position, value)[0], method="DELETE")).status in (400, 404, 405)
+    assert live.get(f"/studies/{live.study}/metadata").status == 200  # nothing was deleted
 
 
 def test_couchdb_ids_in_wado_uri_are_400(live: Live) -> None:

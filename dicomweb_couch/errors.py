@@ -24,6 +24,12 @@ STORE_UNAVAILABLE = "the archive's database is unavailable; try again in a few m
 """What a client learns of a store failure: never the store's address, database or credentials."""
 
 
+def quoted(value: str, limit: int = 64) -> str:
+    """A client's value as a message quotes it: repr, cut after ``limit`` characters (a hostile
+    request can send kilobytes, which the answer need not echo)."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
 class DicomwebError(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.errors import DicomwebError, quoted
 
 
 
@@ -149,9 +149,7 @@ def negotiate(ranges: Sequence[MediaRange], offers: Sequence[Offer], what: str) 
             chosen = next((o for o in candidates if o.default), None)
         if chosen is not None:
             return chosen
-    asked = ", ".join(map(str, ranges)) or "nothing"
-    if len(asked) > 200:  # a client's own header, not worth echoing whole
-        asked = asked[:200] + "..."
+    asked = quoted(", ".join(map(str, ranges)) or "nothing", 200)
     available = ", ".join(f"{o.media_type}" + (f"; transfer-syntax={o.transfer_syntax}" if o.transfer_syntax else "")
                           for o in offers) or "nothing"
     raise DicomwebError(406, f"{what} is not available as {asked}; this server can provide {available}")

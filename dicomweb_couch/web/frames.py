@@ -31,7 +31,7 @@ from pydicom.pixels import pack_bits, pixel_array
 
 from dicomweb_couch.appkeys import COUCH
 from dicomweb_couch.dicom import transfer_syntax
-from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.errors import DicomwebError, quoted
 from dicomweb_couch.store.remote_file import RemoteFile
 from dicomweb_couch.web import accept, instances
 from dicomweb_couch.web.instances import StoredInstance
@@ -188,8 +188,7 @@ def parse_frame_list(text: str) -> list[int]:
     at most ``MAX_FRAME_LIST`` of them (see ``check_frame_list`` for the limit per instance)."""
     cleaned = text.replace(" ", "")
     if not _FRAME_LIST.fullmatch(cleaned) or any(int(n) < 1 for n in cleaned.split(",")):
-        shown = text if len(text) <= 64 else text[:64] + "..."
-        raise DicomwebError(400, f"frame list {shown!r} is not a comma-separated list of frame numbers, 1 or more")
+        raise DicomwebError(400, f"frame list {quoted(text)} is not a comma-separated list of frame numbers, 1 or more")
     numbers = [int(n) for n in cleaned.split(",")]
     if len(numbers) > MAX_FRAME_LIST:
         raise DicomwebError(400, f"the frame list names {len(numbers)} frames; at most {MAX_FRAME_LIST} may be "

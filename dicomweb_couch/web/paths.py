@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from dicomweb_couch.dicom.dicomjson import is_valid_uid
-from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.errors import DicomwebError, quoted
 
 PATH_UIDS = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID", "instance": "SOPInstanceUID"}
 """Route parameters that hold a UID, and the attribute each stands for."""
@@ -27,7 +27,6 @@ async def check_uids(request: web.Request,
     for name, keyword in PATH_UIDS.items():
         value = request.match_info.get(name)
         if value is not None and not is_valid_uid(value):
-            shown = value if len(value) <= 64 else value[:64] + "..."
-            raise DicomwebError(400, f"{keyword} {shown!r} in the path ({{{name}}}) is not a UID: at most 64 "
+            raise DicomwebError(400, f"{keyword} {quoted(value)} in the path ({{{name}}}) is not a UID: at most 64 "
                                      f"characters of digits and dots (PS3.5 9.1)")
     return await handler(request)

@@ -31,7 +31,7 @@ from aiohttp import web
 from dicomweb_couch.appkeys import CATALOG, COUCH, SETTINGS
 from dicomweb_couch.dicom.legacy import normalize_stored
 from dicomweb_couch.dicom.levels import INSTANCE, SERIES, level_of
-from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.errors import DicomwebError, quoted
 from dicomweb_couch.search.catalog import DDOC, EXACT_TAGS, HIGH, CatalogNotReady, StudyIndex, StudySummary
 from dicomweb_couch.search.matching import (
     Matcher,
@@ -154,8 +154,7 @@ def _integer(params: Mapping[str, str], name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
-        shown = raw if len(raw) <= 20 else raw[:20] + "..."
-        raise QueryError(f"{name}: must be a whole number from 0 to 999999999, not {shown!r}")
+        raise QueryError(f"{name}: must be a whole number from 0 to 999999999, not {quoted(raw)}")
     return int(raw)
 
 

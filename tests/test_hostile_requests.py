@@ -406,3 +406,18 @@ def test_numbers_beyond_what_python_converts_are_400(live: Live, number: str) ->
                  f"/studies?PatientName=a&limit={value}&offset={value}", f"{base}/bulkdata/00081115/{value}/00081150"):
         answer = live.check(live.get(path, {"Accept": "*/*"}))
         assert answer.status in (200, 400, 404), (path, answer.status, answer.text[:200])
+
+
+@pytest.mark.parametrize("url, given, clean, expected", [
+    ("http://admin:S3cret@127.0.0.1:5984", (None, None), "http://127.0.0.1:5984", ("admin", "S3cret")),
+    ("http://admin:S3cret%40x@127.0.0.1:5984/", (None, None), "http://127.0.0.1:5984/", ("admin", "S3cret@x")),
+    ("http://admin:S3cret@[::1]:5984", (None, None), "http://[::1]:5984", ("admin", "S3cret")),
+    ("http://other:S3cret@127.0.0.1:5984", ("admin", "given"), "http://127.0.0.1:5984", ("admin", "given")),
+])
+def test_credentials_leave_the_couch_url_when_settings_are_read(url: str, given: tuple[str | None, str | None],
+                                                                clean: str, expected: tuple[str, str]) -> None:
+    """The URL keeps no user or password; they become the settings' (explicit settings win), and the
+    settings' repr (what a debug log line would print) holds no password."""
+    s = Settings(couch_url=url, couch_user=given[0], couch_password=given[1])
+    assert (s.couch_url, s.couch_user, s.couch_password) == (clean, *expected)
+    assert "S3cret" not in repr(s) and "given" not in repr(s)

@@ -293,12 +293,23 @@ def _name_matches(term: str, name: str, fuzzy: bool) -> bool:
     """Whole-name match ignoring case (and accents if fuzzy); fuzzy also lets every query word be
     a prefix of some name component, in any order."""
     fold = _fold if fuzzy else normalize_index_text
-    if wildcard_match(_trim_name(fold(term)), _trim_name(fold(name))):
+    if wildcard_match(_query_name(term, fuzzy), _trim_name(fold(name))):
         return True
     if not fuzzy:
         return False
     words = _words(name)
-    return all(any(wildcard_match(q, w, prefix=True) for w in words) for q in _words(term))
+    return all(any(wildcard_match(q, w, prefix=True) for w in words) for q in _query_words(term))
+
+
+@lru_cache(maxsize=256)
+def _query_name(term: str, fuzzy: bool) -> str:
+    """A query name as it is compared: worked out once per query, not once per stored name."""
+    return _trim_name(_fold(term) if fuzzy else normalize_index_text(term))
+
+
+@lru_cache(maxsize=256)
+def _query_words(term: str) -> tuple[str, ...]:
+    return tuple(_words(term))
 
 
 def _trim_name(name: str) -> str:

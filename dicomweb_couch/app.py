@@ -23,6 +23,7 @@ from dicomweb_couch.web import (
     delete,
     frames,
     landing,
+    paths,
     qido,
     rendered,
     retrieve,
@@ -40,7 +41,7 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     couch = Couch(settings.couch_url, settings.database, settings.couch_user, settings.couch_password)
     info = await couch.open(settings.couch_wait)
-    log.info("CouchDB %s at %s, database %r", info.get("version"), settings.couch_url, settings.database)
+    log.info("CouchDB %s at %s, database %r", info.get("version"), couch.url, settings.database)
     for doc_id, content in design_docs.load().items():
         if await couch.install_design_doc(doc_id, content):
             log.info("installed design document %s (its indexes rebuild on the next query)", doc_id)
@@ -66,7 +67,7 @@ def create_app(settings: Settings) -> web.Application:
         # says what was refused and why, so its chatter would only drown the server's own log.
         logging.getLogger("pydicom").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", module=r"pydicom\.")
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware, paths.check_uids])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_couch_context)
     auth.install(app, settings)

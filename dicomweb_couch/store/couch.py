@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiocouch
 import aiohttp
@@ -42,6 +42,23 @@ _JSON_HEADERS = {
     # pouchdb-server answers text/plain unless asked for JSON, which aiocouch cannot decode.
     "Accept": "application/json",
 }
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without its user and password, and those two (None when absent).
+
+    ``http://admin:SECRET@host:5984`` is how CouchDB URLs are often written; the password must
+    then travel as the session's basic auth only, never inside a URL that ends up in a log line
+    or an error message.
+    """
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None, None
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    user, password = parts.username, parts.password
+    return (urlunsplit(parts._replace(netloc=netloc)), unquote(user) if user is not None else None,
+            unquote(password) if password is not None else None)
 
 
 class CouchUnavailable(Exception):
@@ -82,9 +99,10 @@ class Couch:
     """Whether the server answers Range requests with 206 (None until a ranged read showed it)."""
 
     def __init__(self, url: str, database: str, user: str | None = None, password: str | None = None):
-        self.url = url.rstrip("/")
+        self.url, url_user, url_password = split_credentials(url.rstrip("/"))
         self.database = database
-        self._user, self._password = user, password
+        self._user = user if user is not None else url_user
+        self._password = password if password is not None else url_password
         self._server: aiocouch.CouchDB | None = None
         self._db: aiocouch.Database | None = None
 

@@ -9,18 +9,40 @@ Two kinds of request go through that session directly instead of aiocouch's obje
 grouped view queries (aiocouch's ``ViewResponse`` insists on ``offset``/``total_rows``, which a
 reduce answer lacks) and anything that streams (attachments in and out, which aiocouch reads
 whole into memory).
+
+**Bounded waits.** Every request is bounded by ``timeout`` (setting ``couch_timeout``): when no
+answer has come after half of it, a ``GET /`` asks whether the server still answers; if that
+fails too (a stopped, frozen or unreachable store), the request is abandoned and
+:class:`CouchUnavailable` raised, so the client gets a 503 within ``timeout``. A server that
+answers the probe is busy, not stuck, and the request may go on: uploads for as long as the
+server keeps answering (their length depends on the file), view queries up to ``view_timeout``
+(setting ``couch_view_timeout``; they wait for the index to catch up), and then
+:class:`IndexNotReady`. Apache CouchDB itself gives up on a view after 60 s of index building
+(``fabric`` ``request_timeout``) with a 500 ``timeout``, which is the same "not ready yet".
+
+**What an answer means.** Connection errors, timeouts and 5xx are :class:`CouchUnavailable`
+(503 + Retry-After); a 4xx other than 401/403/404 (which mean the store is misconfigured) is the
+request's fault, :class:`CouchRefused`, which the web layer answers with a 4xx.
+
+**How an instance is written** depends on the server, detected from its welcome document:
+Apache CouchDB takes the document and its file in one multipart/related PUT (the fastest form
+there); pouchdb-server crashes, whole process, when such an upload is cut off (an archive killed
+mid-STOW), so there the file goes first as a standalone attachment PUT (which it survives) and the
+document follows (see :meth:`Couch.put_with_attachment`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import quote
 
 import aiocouch
@@ -32,10 +54,7 @@ ATTACHMENT = "object.dcm"
 """Attachment name of the Part 10 file, as dcmjs-org/dicomweb-server stored it."""
 
 _CHUNK = 256 * 1024
-# A view query answers only once the index has caught up with the database, which after a large
-# import takes many minutes (pouchdb-server: over 5 for 100,000 documents); searches do not wait
-# for it (catalog.py), the background update does.
-_VIEW_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=3600)
+T = TypeVar("T")
 _DELETE_BATCH = 500
 _JSON_HEADERS = {
     # pouchdb-server answers text/plain unless asked for JSON, which aiocouch cannot decode.
@@ -45,6 +64,20 @@ _JSON_HEADERS = {
 
 class CouchUnavailable(Exception):
     """CouchDB could not be reached or failed; the web layer answers 503 with this message."""
+
+
+class IndexNotReady(CouchUnavailable):
+    """A view query waited ``view_timeout`` for its index to catch up (or Apache CouchDB gave up
+    after its own 60 s): the store works, the index is being built; try again later."""
+
+
+class CouchRefused(Exception):
+    """CouchDB refused a request as malformed or too large (a 4xx such as 400, 413, 414): the
+    request's fault, not an outage."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 
 class Conflict(Exception):
@@ -68,10 +101,16 @@ class AttachmentStream:
 
     size: int
     _content: aiohttp.StreamReader
+    _timeout: float
 
     async def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes; b"" at the end."""
-        return await self._content.read(n)
+        """Up to ``n`` bytes; b"" at the end. A store that sends nothing for ``timeout`` seconds
+        is unavailable (the clock runs only while we wait for it, not while a slow client reads)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._content.read(n)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise CouchUnavailable(f"reading an attachment stalled or failed: {exc!r}") from exc
 
 
 class Couch:
@@ -80,12 +119,18 @@ class Couch:
     ranges_honoured: bool | None = None
     """Whether the server answers Range requests with 206 (None until a ranged read showed it)."""
 
-    def __init__(self, url: str, database: str, user: str | None = None, password: str | None = None):
+    def __init__(self, url: str, database: str, user: str | None = None, password: str | None = None,
+                 timeout: float = 10.0, view_timeout: float = 60.0):
         self.url = url.rstrip("/")
         self.database = database
+        self.timeout = timeout
+        self.view_timeout = view_timeout
         self._user, self._password = user, password
         self._server: aiocouch.CouchDB | None = None
         self._db: aiocouch.Database | None = None
+        self._attachment_first = False  # the write form (module docstring), set from the welcome document
+        self._probe: asyncio.Future[bool] | None = None
+        self._answered_at = float("-inf")
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -96,14 +141,16 @@ class Couch:
         database be started together, e.g. by a process supervisor. Returns the server's
         welcome document.
         """
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
+        # No read timeout here: _bounded() and AttachmentStream.read() bound every wait.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
         self._server = aiocouch.CouchDB(self.url, user=self._user, password=self._password, timeout=timeout)
         self._http.headers.update(_JSON_HEADERS)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         while True:
             try:
-                info = await self._server.info()
+                async with asyncio.timeout(self.timeout):
+                    info = await self._server.info()
                 break
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                 if loop.time() >= deadline:
@@ -115,12 +162,18 @@ class Couch:
                 await self.close()
                 raise CouchUnavailable(f"CouchDB at {self.url} refused the credentials: {exc}") from exc
         try:
-            self._db = await self._server.create(self.database, exists_ok=True)
+            async with asyncio.timeout(self.timeout):
+                self._db = await self._server.create(self.database, exists_ok=True)
         except (aiocouch.UnauthorizedError, aiocouch.ForbiddenError) as exc:
             await self.close()
             raise CouchUnavailable(
                 f"cannot create or open database {self.database!r}: {exc} (Apache CouchDB 3 needs admin credentials)"
             ) from exc
+        except asyncio.TimeoutError as exc:
+            await self.close()
+            raise CouchUnavailable(f"CouchDB did not open database {self.database!r} within {self.timeout:g} s") from exc
+        # pouchdb-server's welcome names express-pouchdb; Apache CouchDB's says "couchdb": "Welcome".
+        self._attachment_first = "express-pouchdb" in info
         return info
 
     async def close(self) -> None:
@@ -136,21 +189,82 @@ class Couch:
     def _path(self, *parts: str) -> str:
         return "/".join([self.url, quote(self.database, safe="")] + [quote(p, safe="") for p in parts])
 
+    # -- bounded waits ------------------------------------------------------------------------
+
+    async def _answers(self) -> bool:
+        """Whether the server answers ``GET /`` within half the timeout. Concurrent callers share
+        one probe, and an answer counts for half the timeout, so a slow burst costs one probe."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._answered_at < self.timeout / 2:
+            return True
+        if self._probe is None:
+            self._probe = asyncio.ensure_future(self._ping())
+        probe = self._probe
+        try:
+            return await asyncio.shield(probe)
+        finally:
+            if probe.done() and self._probe is probe:
+                self._probe = None
+
+    async def _ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout / 2):
+                async with self._http.get(self.url + "/") as resp:
+                    await resp.read()
+                    answered = resp.status < 500
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            answered = False
+        if answered:
+            self._answered_at = asyncio.get_running_loop().time()
+        return answered
+
+    async def _bounded(self, work: Awaitable[T], what: str, patience: float | None,
+                       exhausted: type[CouchUnavailable] = CouchUnavailable) -> T:
+        """Await ``work`` while the server answers probes, for at most ``patience`` seconds (None:
+        as long as it answers); raise CouchUnavailable as soon as it does not (see the module
+        docstring), ``exhausted`` when patience runs out. ``work`` is cancelled either way."""
+        task = asyncio.ensure_future(work)
+        loop = asyncio.get_running_loop()
+        deadline = None if patience is None else loop.time() + patience
+        try:
+            while True:
+                step = self.timeout / 2 if deadline is None else min(self.timeout / 2, deadline - loop.time())
+                done, _ = await asyncio.wait({task}, timeout=max(step, 0))
+                if done:
+                    return task.result()
+                if deadline is not None and loop.time() >= deadline:
+                    raise exhausted(f"{what} did not finish within {patience:g} s")
+                if not await self._answers() and not task.done():
+                    raise CouchUnavailable(f"CouchDB did not answer {what} within {self.timeout:g} s")
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
     # -- plain JSON requests -----------------------------------------------------------------
 
     async def _request(self, method: str, url: str, *, ok: tuple[int, ...] = (200, 201),
-                       **kwargs: Any) -> tuple[int, Any]:
-        """One JSON request; statuses outside ``ok`` (and 404/409 handled by callers) raise."""
-        try:
+                       patience: float | None = -1, view: bool = False, **kwargs: Any) -> tuple[int, Any]:
+        """One JSON request; statuses outside ``ok`` (and 404/409 handled by callers) raise.
+
+        ``patience``: how long a server that still answers probes may take (default
+        ``view_timeout``; None for uploads, whose time depends on their size). ``view``: a view
+        query, whose slowness means an index being built (IndexNotReady).
+        """
+        async def call() -> tuple[int, bytes]:
             async with self._http.request(method, url, **kwargs) as resp:
-                body = await resp.read()
-                data = json.loads(body) if body else None
+                return resp.status, await resp.read()
+
+        what = f"{method} {url}"
+        try:
+            status, body = await self._bounded(call(), what, self.view_timeout if patience == -1 else patience,
+                                               IndexNotReady if view else CouchUnavailable)
+            data = json.loads(body) if body else None
         except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
             raise CouchUnavailable(f"CouchDB request {method} {url} failed: {exc!r}") from exc
-        if resp.status not in ok:
-            reason = data.get("reason") if isinstance(data, dict) else body[:200]
-            raise CouchUnavailable(f"CouchDB answered {resp.status} to {method} {url}: {reason}")
-        return resp.status, data
+        if status not in ok:
+            raise _refusal(status, data if isinstance(data, dict) else {"reason": body[:200]}, what, view)
+        return status, data
 
     async def server_info(self) -> dict[str, Any]:
         return (await self._request("GET", self.url + "/"))[1]
@@ -172,14 +286,14 @@ class Couch:
             else:
                 query[name] = str(value)
         url = self._path("_design", ddoc, "_view", view)
-        _, data = await self._request("GET", url, params=query, timeout=_VIEW_TIMEOUT)
+        _, data = await self._request("GET", url, params=query, view=True)
         return data["rows"]
 
     async def view_keys(self, ddoc: str, view: str, keys: list[Any], **params: Any) -> list[dict[str, Any]]:
         """Rows of a view for many exact keys in one request (POST, as URLs have a length limit)."""
         url = self._path("_design", ddoc, "_view", view)
         query = {k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in params.items()}
-        _, data = await self._request("POST", url, params=query, json={"keys": keys}, timeout=_VIEW_TIMEOUT)
+        _, data = await self._request("POST", url, params=query, json={"keys": keys}, view=True)
         return data["rows"]
 
     async def update_seq(self) -> Any:
@@ -226,14 +340,19 @@ class Couch:
 
     async def put_with_attachment(self, doc: dict[str, Any], fp: IO[bytes], size: int,
                                   content_type: str = "application/dicom") -> None:
-        """Write a document and its file attachment in one request, streaming the file.
+        """Write a document and its file attachment, streaming the file, in the form this server
+        survives (module docstring). Raises Conflict when ``doc`` lacks the current ``_rev`` of an
+        existing document."""
+        if self._attachment_first:
+            await self._put_attachment_first(doc, fp, size, content_type)
+        else:
+            await self._put_multipart(doc, fp, size, content_type)
 
-        This is CouchDB's multipart/related document PUT: a JSON part whose attachment stub says
-        ``follows``, then the file. pouchdb-server accepts the same form only when the JSON part
-        carries ``_id`` and the file part a Content-Disposition (without them it ignores the URL's
-        id or crashes); Apache CouchDB ignores both, so one form serves both servers.
-        Raises Conflict when ``doc`` lacks the current ``_rev`` of an existing document.
-        """
+    async def _put_multipart(self, doc: dict[str, Any], fp: IO[bytes], size: int, content_type: str) -> None:
+        """Apache CouchDB: the document and its file in one request, CouchDB's multipart/related
+        document PUT: a JSON part whose attachment stub says ``follows``, then the file. (The JSON
+        part carries ``_id`` and the file part a Content-Disposition, which pouchdb-server needs
+        for this form and Apache CouchDB ignores.)"""
         body = dict(doc)
         body["_attachments"] = {ATTACHMENT: {"follows": True, "content_type": content_type, "length": size}}
         boundary = uuid.uuid4().hex
@@ -247,8 +366,7 @@ class Couch:
 
         async def stream() -> AsyncIterator[bytes]:
             yield head
-            fp.seek(0)
-            while chunk := await asyncio.to_thread(fp.read, _CHUNK):
+            async for chunk in _file_chunks(fp):
                 yield chunk
             yield tail
 
@@ -257,9 +375,42 @@ class Couch:
             "Content-Length": str(len(head) + size + len(tail)),
         }
         status, _ = await self._request("PUT", self._path(doc["_id"]), data=stream(), headers=headers,
-                                        ok=(201, 202, 409))
+                                        ok=(201, 202, 409), patience=None)
         if status == 409:
             raise Conflict(doc["_id"])
+
+    async def _put_attachment_first(self, doc: dict[str, Any], fp: IO[bytes], size: int, content_type: str) -> None:
+        """pouchdb-server 4.2.0: the file as a standalone attachment PUT, then the document.
+
+        An aborted multipart PUT kills pouchdb-server; an aborted attachment PUT only stores what
+        arrived. So nothing readers see may carry the attachment while it is uploaded: a new
+        document gets its ``dataset`` (what every view and look-up keys on) only in the second
+        write, and an existing one is first emptied (its old file and dataset go, so an upload cut
+        off here leaves an invisible document, never a truncated file behind a dataset). The second
+        write names the attachment by its MD5 digest, which pouchdb-server checks (412
+        ``missing_stub`` for anything else): a file that arrived incomplete is never acknowledged.
+        """
+        doc_url = self._path(doc["_id"])
+        rev = doc.get("_rev")
+        if rev is not None:
+            status, data = await self._request("PUT", doc_url, json={"_id": doc["_id"], "_rev": rev}, ok=(201, 202, 409))
+            if status == 409:
+                raise Conflict(doc["_id"])
+            rev = data["rev"]
+        status, data = await self._request(
+            "PUT", self._path(doc["_id"], ATTACHMENT), params={"rev": rev} if rev else {}, data=_file_chunks(fp),
+            headers={"Content-Type": content_type, "Content-Length": str(size)}, ok=(201, 202, 409), patience=None)
+        if status == 409:
+            raise Conflict(doc["_id"])
+        md5 = doc.get("md5hash") or await asyncio.to_thread(_md5_hex, fp)
+        stub = {"stub": True, "content_type": content_type, "length": size,
+                "digest": "md5-" + base64.b64encode(bytes.fromhex(md5)).decode()}
+        body = dict(doc, _rev=data["rev"], _attachments={ATTACHMENT: stub})
+        status, _ = await self._request("PUT", doc_url, json=body, ok=(201, 202, 409, 412))
+        if status == 409:
+            raise Conflict(doc["_id"])
+        if status == 412:
+            raise CouchUnavailable(f"CouchDB kept a different file for {doc['_id']} than was sent (upload cut off?)")
 
     @asynccontextmanager
     async def attachment(self, doc_id: str, name: str = ATTACHMENT,
@@ -272,22 +423,36 @@ class Couch:
         headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
         if if_none_match:
             headers["If-None-Match"] = if_none_match
+        async with self._get_attachment(doc_id, name, headers) as resp:
+            if resp.status == 404:
+                yield None
+                return
+            if resp.status not in (200, 304):
+                raise _refusal(resp.status, {}, f"GET attachment {doc_id}/{name}")
+            stream = AttachmentStream(resp.content_length or 0, resp.content, self.timeout)
+            yield Attachment(
+                status=resp.status,
+                length=resp.content_length if resp.status == 200 else None,
+                etag=resp.headers.get("ETag"),
+                content_type=resp.headers.get("Content-Type", "application/octet-stream"),
+                chunks=_chunks(stream),
+            )
+
+    @asynccontextmanager
+    async def _get_attachment(self, doc_id: str, name: str,
+                              headers: dict[str, str]) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The response to an attachment GET, its headers awaited within the bounded wait (pouchdb-
+        server reads a whole attachment before it answers: a large one may take a while)."""
+        what = f"GET attachment {doc_id}/{name}"
         try:
-            async with self._http.get(self._path(doc_id, name), headers=headers, auto_decompress=False) as resp:
-                if resp.status == 404:
-                    yield None
-                    return
-                if resp.status not in (200, 304):
-                    raise CouchUnavailable(f"CouchDB answered {resp.status} for attachment {doc_id}/{name}")
-                yield Attachment(
-                    status=resp.status,
-                    length=resp.content_length if resp.status == 200 else None,
-                    etag=resp.headers.get("ETag"),
-                    content_type=resp.headers.get("Content-Type", "application/octet-stream"),
-                    chunks=resp.content.iter_chunked(_CHUNK),
-                )
+            resp = await self._bounded(
+                self._http.get(self._path(doc_id, name), headers=headers, auto_decompress=False), what, self.view_timeout)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise CouchUnavailable(f"reading attachment {doc_id}/{name} failed: {exc!r}") from exc
+        try:
+            yield resp
+        finally:
+            resp.release()
 
     @asynccontextmanager
     async def attachment_from(self, doc_id: str, offset: int = 0,
@@ -301,26 +466,24 @@ class Couch:
         headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        try:
-            async with self._http.get(self._path(doc_id, name), headers=headers, auto_decompress=False) as resp:
-                if resp.status == 404:
-                    yield None
-                    return
-                if resp.status == 206:
-                    self.ranges_honoured = True
-                    size = int(resp.headers.get("Content-Range", "/0").rpartition("/")[2])
-                elif resp.status == 200:
-                    if offset:
-                        self.ranges_honoured = False
-                    size = resp.content_length or 0
-                    skip = offset
-                    while skip > 0 and (dropped := await resp.content.read(min(skip, _CHUNK))):
-                        skip -= len(dropped)
-                else:
-                    raise CouchUnavailable(f"CouchDB answered {resp.status} for attachment {doc_id}/{name}")
-                yield AttachmentStream(size, resp.content)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise CouchUnavailable(f"reading attachment {doc_id}/{name} failed: {exc!r}") from exc
+        async with self._get_attachment(doc_id, name, headers) as resp:
+            if resp.status == 404:
+                yield None
+                return
+            if resp.status == 206:
+                self.ranges_honoured = True
+                stream = AttachmentStream(int(resp.headers.get("Content-Range", "/0").rpartition("/")[2]),
+                                          resp.content, self.timeout)
+            elif resp.status == 200:
+                if offset:
+                    self.ranges_honoured = False
+                stream = AttachmentStream(resp.content_length or 0, resp.content, self.timeout)
+                skip = offset
+                while skip > 0 and (dropped := await stream.read(min(skip, _CHUNK))):
+                    skip -= len(dropped)
+            else:
+                raise _refusal(resp.status, {}, f"GET attachment {doc_id}/{name}")
+            yield stream
 
     async def delete_instances(self, instances: Mapping[str, str]) -> int:
         """Delete instance documents (id -> StudyInstanceUID) in bulk; return how many were deleted.
@@ -375,3 +538,30 @@ class Couch:
                     return False
                 doc["_rev"] = current["_rev"]
         raise CouchUnavailable(f"instance {doc['_id']} kept conflicting with concurrent writes")
+
+
+def _refusal(status: int, data: dict[str, Any], what: str, view: bool = False) -> Exception:
+    """The exception for an unexpected answer (module docstring, "What an answer means")."""
+    reason = data.get("reason") or data.get("error") or ""
+    if view and status == 500 and data.get("error") == "timeout":  # Apache CouchDB building an index
+        return IndexNotReady(f"CouchDB is still building the index of {what}")
+    if 400 <= status < 500 and status not in (401, 403, 404):
+        return CouchRefused(status, f"CouchDB refused {what} ({status}: {reason})")
+    return CouchUnavailable(f"CouchDB answered {status} to {what}: {reason}")
+
+
+async def _file_chunks(fp: IO[bytes]) -> AsyncIterator[bytes]:
+    """The whole file from its start, read in a thread chunk by chunk."""
+    fp.seek(0)
+    while chunk := await asyncio.to_thread(fp.read, _CHUNK):
+        yield chunk
+
+
+async def _chunks(stream: AttachmentStream) -> AsyncIterator[bytes]:
+    while chunk := await stream.read(_CHUNK):
+        yield chunk
+
+
+def _md5_hex(fp: IO[bytes]) -> str:
+    fp.seek(0)
+    return hashlib.file_digest(fp, "md5").hexdigest()  # type: ignore[arg-type]

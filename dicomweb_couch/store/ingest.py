@@ -21,12 +21,13 @@ from dicomweb_couch.dicom.dicomjson import (
     ParsedInstance,
     parse_part10,
 )
-from dicomweb_couch.store.couch import Couch, CouchUnavailable
+from dicomweb_couch.store.couch import Couch, CouchRefused, CouchUnavailable
 
 log = logging.getLogger(__name__)
 
 # FailureReason (PS3.18 10.5.3, PS3.4 Annex GG / B.2.3) beside the two parsing gives
 PROCESSING_FAILURE = 0x0110
+OUT_OF_RESOURCES = 0xA700  # Refused: Out of Resources (PS3.4 Annex B.2.3)
 __all__ = ["CANNOT_UNDERSTAND", "PROCESSING_FAILURE", "Outcome", "document", "md5_of", "store_file"]
 
 _CHUNK = 256 * 1024
@@ -78,6 +79,10 @@ async def store_file(couch: Couch, fp: IO[bytes], md5: str, size: int, expected_
         log.error("storing %s failed: %s", parsed.sop_instance_uid, exc)
         return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=PROCESSING_FAILURE,
                        message="the database did not accept the instance; try again")
+    except CouchRefused as exc:  # e.g. 413: larger than the store's max_document_size/max_attachment_size
+        log.warning("storing %s refused: %s", parsed.sop_instance_uid, exc)
+        return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=OUT_OF_RESOURCES,
+                       message="the database refused the instance (too large for it?)")
     log.info("%s instance %s (%d bytes)", "stored" if written else "already had", parsed.sop_instance_uid, size)
     return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_uid, parsed.series_uid, written=written)
 

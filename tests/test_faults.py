@@ -1,0 +1,276 @@
+"""Faults of the store and of the server itself: the archive loses nothing it acknowledged, and a
+client never hangs on a store that stopped answering (issue 9, items 5 and 9).
+
+Every test starts its OWN pouchdb-server (scripts/local_couch.py, supervised as ``scripts/run``
+does) and stops, freezes or kills it, or kills the archive server (a subprocess) with SIGKILL.
+The figures of each run (instances acknowledged / found / byte-exact) are printed (``-s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import REPO_ROOT, local_couch
+from dicom_factory import make_instance, multipart
+from pydicom.uid import generate_uid
+
+from dicomweb_couch.app import create_app
+from dicomweb_couch.settings import Settings
+
+COUCH_TIMEOUT = 2.0
+ACCEPT_JSON = {"Accept": "application/dicom+json"}
+
+
+@pytest.fixture
+def own_store(tmp_path: Path) -> Iterator[Any]:
+    """A pouchdb-server of this test alone (a ``local_couch.LocalCouch``), supervised."""
+    local_couch.ensure_installed()
+    with local_couch.start(tmp_path / "couch", port=0) as couch:
+        yield couch
+
+
+def _signal_store(store: Any, sig: signal.Signals) -> None:
+    """Signal the store's whole process group (supervisor and pouchdb-server)."""
+    os.killpg(store.pid, sig)
+
+
+async def _stow(session: aiohttp.ClientSession, root: str, files: list[bytes],
+                timeout: float = 60) -> tuple[int, dict[str, Any], dict[str, str]]:
+    body, content_type = multipart(files)
+    async with session.post(root + "/studies", data=body, timeout=aiohttp.ClientTimeout(total=timeout),
+                            headers={"Content-Type": content_type, **ACCEPT_JSON}) as resp:
+        return resp.status, await resp.json(content_type=None), dict(resp.headers)
+
+
+def _acknowledged(answer: dict[str, Any]) -> list[str]:
+    """SOP Instance UIDs of the ReferencedSOPSequence (0008,1199) of a STOW-RS response."""
+    items = (answer.get("00081199") or {}).get("Value") or []
+    return [item["00081155"]["Value"][0] for item in items]
+
+
+async def _check_archive(session: aiohttp.ClientSession, root: str, study: str, sent: dict[str, bytes],
+                         acknowledged: set[str]) -> dict[str, int]:
+    """Every acknowledged instance retrievable byte-exact (WADO-URI), and the study's QIDO-RS count
+    equal to what is retrievable. Returns the figures of the run."""
+    found = exact = 0
+    for sop, data in sent.items():
+        async with session.get(root + "/wado", params={"requestType": "WADO", "studyUID": study, "seriesUID": _series(study),
+                                                       "objectUID": sop, "contentType": "application/dicom"}) as resp:
+            body = await resp.read()
+        if resp.status == 200:
+            found += 1
+            exact += body == data
+            assert body == data, f"instance {sop} comes back altered ({len(body)} of {len(data)} bytes)"
+        else:
+            assert resp.status == 404, (resp.status, body[:200])
+            assert sop not in acknowledged, f"acknowledged instance {sop} is lost"
+    async with session.get(root + f"/studies/{study}/instances", headers=ACCEPT_JSON) as resp:
+        listed = await resp.json(content_type=None) if resp.status == 200 else []
+    assert resp.status in (200, 204)
+    assert len(listed) == found, f"QIDO-RS lists {len(listed)} instances, {found} are retrievable"
+    return {"acknowledged": len(acknowledged), "found": found, "byte_exact": exact, "qido": len(listed)}
+
+
+def _instances(study: str, count: int, rows: int = 16) -> dict[str, bytes]:
+    """``count`` new instances of the one series of ``study`` (see :func:`_series`)."""
+    out = {}
+    for n in range(count):
+        sop = generate_uid()
+        out[sop] = make_instance(study, _series(study), sop, instance_number=n + 1, rows=rows, columns=rows)
+    return out
+
+
+def _series(study: str) -> str:
+    """The series UID the tests use in ``study``: derived from it, so no table is needed."""
+    return generate_uid(entropy_srcs=[study])
+
+
+# -- a frozen store (SIGSTOP): bounded waits ----------------------------------------------------------
+
+
+async def test_frozen_store_gives_503_with_retry_after_within_couch_timeout(aiohttp_client, own_store) -> None:
+    settings = Settings(couch_url=own_store.url, database="faults", couch_wait=30, auth="none",
+                        couch_timeout=COUCH_TIMEOUT)
+    client = await aiohttp_client(create_app(settings))
+    study = generate_uid()
+    sent = _instances(study, 1)
+    body, content_type = multipart(list(sent.values()))
+    resp = await client.post("/studies", data=body, headers={"Content-Type": content_type, **ACCEPT_JSON})
+    assert resp.status == 200, await resp.text()
+    sop = next(iter(sent))
+    wado = (f"/wado?requestType=WADO&studyUID={study}&seriesUID={_series(study)}&objectUID={sop}"
+            "&contentType=application/dicom")
+    requests = [("GET", "/studies", None), ("GET", f"/studies/{study}/series/{_series(study)}/instances", None),
+                ("GET", wado, None), ("GET", "/", None), ("POST", "/studies", _instances(study, 1))]
+    _signal_store(own_store, signal.SIGSTOP)
+    try:
+        for method, path, files in requests:
+            started = time.monotonic()
+            kwargs: dict[str, Any] = {}
+            if files:
+                data, kind = multipart(list(files.values()))
+                kwargs = {"data": data, "headers": {"Content-Type": kind, **ACCEPT_JSON}}
+            resp = await asyncio.wait_for(client.request(method, path, **kwargs), 8 * COUCH_TIMEOUT)
+            took = time.monotonic() - started
+            await resp.read()
+            assert resp.status == 503, (path, resp.status)
+            assert resp.headers.get("Retry-After", "").isdigit(), (path, dict(resp.headers))
+            # within couch_timeout, plus slack for a CPU shared with other test runs
+            assert took < COUCH_TIMEOUT + 2, f"{method} {path}: 503 after {took:.1f} s"
+    finally:
+        _signal_store(own_store, signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while (resp := await client.get(wado)).status != 200:  # recovers by itself: no restart of ours
+        assert time.monotonic() < deadline, f"no recovery after SIGCONT: {resp.status}"
+        await asyncio.sleep(0.3)
+    assert await resp.read() == sent[sop]
+
+
+# -- the store stopped and restarted under load --------------------------------------------------------
+
+
+async def test_store_stopped_and_restarted_under_load(aiohttp_client, tmp_path: Path) -> None:
+    local_couch.ensure_installed()
+    data_dir = tmp_path / "couch"
+    store = local_couch.start(data_dir, port=0)
+    port = store.port
+    settings = Settings(couch_url=store.url, database="faults", couch_wait=30, auth="none", couch_timeout=COUCH_TIMEOUT)
+    client = await aiohttp_client(create_app(settings))
+    study = generate_uid()
+    sent: dict[str, bytes] = {}
+    acknowledged: set[str] = set()
+    answers: list[tuple[int, float, str | None]] = []
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        while not stop.is_set():
+            files = _instances(study, 2)
+            sent.update(files)
+            data, kind = multipart(list(files.values()))
+            started = time.monotonic()
+            resp = await client.post("/studies", data=data, headers={"Content-Type": kind, **ACCEPT_JSON})
+            answer = await resp.json(content_type=None)
+            answers.append((resp.status, time.monotonic() - started, resp.headers.get("Retry-After")))
+            if resp.status in (200, 202):
+                acknowledged.update(_acknowledged(answer))
+
+    async def reader() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            resp = await client.get("/studies", headers=ACCEPT_JSON)
+            await resp.read()
+            answers.append((resp.status, time.monotonic() - started, resp.headers.get("Retry-After")))
+            await asyncio.sleep(0.1)
+
+    tasks = [asyncio.create_task(writer()), asyncio.create_task(reader())]
+    try:
+        await asyncio.sleep(1.5)
+        store.stop()
+        await asyncio.sleep(3)
+        down = [a for a in answers if a[0] == 503]
+        store = local_couch.start(data_dir, port=port)
+        await asyncio.sleep(3)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    try:
+        assert down, "no request met the stopped store"
+        for status, took, retry_after in answers:
+            assert status in (200, 202, 204, 503), status
+            if status == 503:
+                assert retry_after and retry_after.isdigit()
+                assert took < COUCH_TIMEOUT + 2, f"a 503 took {took:.1f} s"
+        async with aiohttp.ClientSession() as session:
+            figures = await _check_archive(session, str(client.make_url("")).rstrip("/"), study, sent, acknowledged)
+        print(f"\nstore restart under load: {figures}, 503 answers: {len(down)}")
+        assert figures["found"] >= figures["acknowledged"] > 0
+    finally:
+        store.stop()
+
+
+# -- the archive server killed mid-STOW (SIGKILL), ten times ---------------------------------------------
+
+
+@asynccontextmanager
+async def _server(tmp_path: Path, couch_url: str, port: int) -> AsyncIterator[subprocess.Popen[bytes]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_COUCH_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    with (tmp_path / "server.log").open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "dicomweb_couch", "--port", str(port), "--couch-url", couch_url,
+                                 "--database", "faults"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                        if r.status == 200:
+                            break
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+                await asyncio.sleep(0.2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_archive_killed_mid_stow_ten_times(tmp_path: Path, own_store) -> None:
+    port = local_couch.free_port()
+    root = f"http://127.0.0.1:{port}"
+    study = generate_uid()
+    sent: dict[str, bytes] = {}
+    acknowledged: set[str] = set()
+    store_pids = {own_store.server_pid()}
+    rng = random.Random(9)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(10):
+            async with _server(tmp_path, own_store.url, port) as proc:
+
+                async def keep_storing() -> None:
+                    while True:  # until the kill below cuts the connection
+                        files = _instances(study, 3, rows=512)  # ~0.5 MiB each: the kill lands mid-upload
+                        sent.update(files)
+                        status, answer, _ = await _stow(session, root, list(files.values()))
+                        if status in (200, 202):
+                            acknowledged.update(_acknowledged(answer))
+
+                task = asyncio.create_task(keep_storing())
+                await asyncio.sleep(rng.uniform(1.0, 3.0))
+                proc.kill()  # SIGKILL: no clean-up of any kind
+                proc.wait()
+                with pytest.raises(aiohttp.ClientError):
+                    await task
+            assert local_couch.server_info(own_store.url, timeout=5) is not None or _wait_for_store(own_store)
+            store_pids.add(own_store.server_pid())
+        async with _server(tmp_path, own_store.url, port):
+            figures = await _check_archive(session, root, study, sent, acknowledged)
+    figures["store_restarts"] = len(store_pids) - 1
+    print(f"\nkill -9 mid-STOW x10: {json.dumps(figures)} (sent {len(sent)})")
+    assert figures["acknowledged"] > 0 and figures["found"] >= figures["acknowledged"]
+
+
+def _wait_for_store(store: Any, timeout: float = 20) -> bool:
+    """Whether the supervisor brought pouchdb-server back within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if local_couch.server_info(store.url, timeout=1) is not None:
+            return True
+        time.sleep(0.2)
+    return False

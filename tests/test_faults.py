@@ -9,6 +9,8 @@ The figures of each run (instances acknowledged / found / byte-exact) are printe
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import json
 import os
 import random
@@ -16,6 +18,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,12 +27,22 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from conftest import REPO_ROOT, local_couch
 from dicom_factory import make_instance, multipart
 from pydicom.uid import generate_uid
 
 from dicomweb_couch.app import create_app
+from dicomweb_couch.errors import error_middleware
 from dicomweb_couch.settings import Settings
+from dicomweb_couch.store import couch as couch_module
+from dicomweb_couch.store import design_docs
+from dicomweb_couch.store.couch import (
+    Couch,
+    CouchRefused,
+    CouchUnavailable,
+    IndexNotReady,
+)
 
 COUCH_TIMEOUT = 2.0
 ACCEPT_JSON = {"Accept": "application/dicom+json"}
@@ -274,3 +288,151 @@ def _wait_for_store(store: Any, timeout: float = 20) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+# -- what CouchDB's answers mean ---------------------------------------------------------------------------
+
+
+async def test_a_request_couchdb_refuses_is_not_an_outage(couch_server, couch_db_name) -> None:
+    """A 4xx from CouchDB (here a malformed view parameter) is CouchRefused, not CouchUnavailable."""
+    couch = Couch(couch_server.url, couch_db_name, couch_server.user, couch_server.password)
+    await couch.open(30)
+    try:
+        for doc_id, content in design_docs.load().items():
+            await couch.install_design_doc(doc_id, content)
+        with pytest.raises(CouchRefused) as refused:
+            await couch.view("qido", "instances", limit="many")
+        assert 400 <= refused.value.status < 500
+    finally:
+        await couch.close()
+
+
+async def test_error_answers(aiohttp_client) -> None:
+    """How the middleware answers each store error; every 503, whoever sends it, has Retry-After."""
+    async def raising(request: web.Request) -> web.StreamResponse:
+        raise {"refused": CouchRefused(400, "CouchDB refused GET /db/_design/qido/_view/x (400: too long)"),
+               "too-large": CouchRefused(413, "CouchDB refused PUT (413: document too large)"),
+               "indexing": IndexNotReady("GET view did not finish within 60 s"),
+               "down": CouchUnavailable("CouchDB did not answer GET / within 10 s")}[request.match_info["kind"]]
+
+    async def plain_503(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=503, text="not now")
+
+    app = web.Application(middlewares=[error_middleware])
+    app.add_routes([web.get("/raise/{kind}", raising), web.get("/plain", plain_503)])
+    client = await aiohttp_client(app)
+    expected = {"refused": 400, "too-large": 413, "indexing": 503, "down": 503}
+    for kind, status in expected.items():
+        resp = await client.get(f"/raise/{kind}")
+        body = await resp.json()
+        assert resp.status == status, (kind, body)
+        assert ("Retry-After" in resp.headers) == (status == 503), kind
+        assert "_design" not in body["message"] and "_view" not in body["message"]
+    assert "indexing" in (await (await client.get("/raise/indexing")).json())["message"]
+    resp = await client.get("/plain")
+    assert resp.status == 503 and resp.headers["Retry-After"].isdigit()
+
+
+async def test_a_view_still_indexing_is_503_with_retry_after(make_client, couch_db_name) -> None:
+    client = await make_client(couch_db_name, couch_view_timeout=0.001)
+    study = generate_uid()
+    resp = await client.get(f"/studies/{study}/series/{_series(study)}/instances", headers=ACCEPT_JSON)
+    body = await resp.json()
+    assert resp.status == 503 and resp.headers["Retry-After"].isdigit()
+    assert "indexing" in body["message"]
+
+
+async def test_an_instance_larger_than_pouchdb_takes_is_refused(make_client, couch_db_name, local_couch_store,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """On pouchdb-server, files above POUCHDB_MAX_ATTACHMENT never reach it (a 300 MiB one would kill
+    it): the STOW answer says 0xA700, out of resources."""
+    if local_couch_store is None:
+        pytest.skip("an external CouchDB: the pouchdb-server limit does not apply")
+    monkeypatch.setattr(couch_module, "POUCHDB_MAX_ATTACHMENT", 1000)
+    client = await make_client(couch_db_name)
+    study = generate_uid()
+    body, content_type = multipart(list(_instances(study, 1).values()))
+    resp = await client.post("/studies", data=body, headers={"Content-Type": content_type, **ACCEPT_JSON})
+    answer = await resp.json(content_type=None)
+    assert resp.status == 409, answer
+    assert answer["00081198"]["Value"][0]["00081197"]["Value"] == [0xA700]
+
+
+# -- the local store: a write form it survives, and a supervisor ------------------------------------------
+
+
+class _SlowFile(io.BytesIO):
+    """A file whose reads take a while, so an upload can be cut off in the middle."""
+
+    def read(self, n: int | None = -1) -> bytes:
+        time.sleep(0.05)
+        return super().read(min(n or 65536, 65536) if n and n > 0 else 65536)
+
+
+async def test_an_upload_cut_off_leaves_pouchdb_up_and_nothing_visible(own_store) -> None:
+    couch = Couch(own_store.url, "faults")
+    await couch.open(30)
+    pid = own_store.server_pid()
+    study = generate_uid()
+    sop, data = next(iter(_instances(study, 1, rows=1024).items()))
+    doc = {"_id": sop, "dataset": {"0020000D": {"vr": "UI", "Value": [study]}},
+           "md5hash": hashlib.md5(data).hexdigest()}
+    try:
+        upload = asyncio.create_task(couch.store_instance(doc, _SlowFile(data), len(data)))
+        await asyncio.sleep(0.5)
+        upload.cancel()  # as a killed archive would: the connection closes mid-upload
+        await asyncio.gather(upload, return_exceptions=True)
+        await asyncio.sleep(1.0)
+        assert own_store.server_pid() == pid and local_couch.server_info(own_store.url) is not None, \
+            "pouchdb-server died of an upload cut off"
+        left = await couch.get_doc(sop)
+        assert left is None or "dataset" not in left  # invisible to every view and look-up
+        assert await couch.store_instance(doc, io.BytesIO(data), len(data))  # and a retry stores it whole
+        async with couch.attachment(sop) as attachment:
+            assert attachment is not None
+            assert b"".join([chunk async for chunk in attachment.chunks]) == data
+    finally:
+        await couch.close()
+
+
+def test_supervisor_restarts_a_killed_store(own_store) -> None:
+    status, _ = _couch_request(own_store.url, "PUT", "/kept")
+    assert status == 201
+    pid = own_store.server_pid()
+    os.kill(pid, signal.SIGKILL)
+    assert _wait_for_store(own_store), own_store.log_tail()
+    assert own_store.server_pid() not in (None, pid)
+    assert _couch_request(own_store.url, "GET", "/kept")[0] == 200
+    assert "restarting" in own_store.out_path.read_text()
+
+
+def test_detached_store_is_supervised_and_stops_whole(tmp_path: Path) -> None:
+    """``start --detach`` (what scripts/run uses): restarted when killed, and ``stop`` ends it all."""
+    data, port = tmp_path / "couch", local_couch.free_port()
+    script = [sys.executable, str(REPO_ROOT / "scripts" / "local_couch.py")]
+    subprocess.run(script + ["start", "--data", str(data), "--port", str(port), "--detach"], check=True, timeout=60)
+    url = f"http://127.0.0.1:{port}"
+    supervisor = int((data / local_couch.PID_FILE_NAME).read_text())
+    child = int((data / local_couch.CHILD_PID_FILE_NAME).read_text())
+    try:
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while local_couch.server_info(url, timeout=1) is None or \
+                int((data / local_couch.CHILD_PID_FILE_NAME).read_text()) == child:
+            assert time.monotonic() < deadline, "the detached store was not restarted"
+            time.sleep(0.2)
+    finally:
+        subprocess.run(script + ["stop", "--data", str(data)], check=True, timeout=60)
+    assert local_couch.server_info(url, timeout=1) is None
+    for pid in (supervisor, int((data / local_couch.CHILD_PID_FILE_NAME).read_text()
+                                if (data / local_couch.CHILD_PID_FILE_NAME).exists() else child)):
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def _couch_request(url: str, method: str, path: str) -> tuple[int, Any]:
+    request = urllib.request.Request(url + path, method=method, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

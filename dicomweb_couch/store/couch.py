@@ -15,7 +15,7 @@ answer has come after half of it, a ``GET /`` asks whether the server still answ
 fails too (a stopped, frozen or unreachable store), the request is abandoned and
 :class:`CouchUnavailable` raised, so the client gets a 503 within ``timeout``. A server that
 answers the probe is busy, not stuck, and the request may go on: uploads for as long as the
-server keeps answering (their length depends on the file), view queries up to ``view_timeout``
+server keeps answering (a bulk write or an upload takes what it takes), view queries up to ``view_timeout``
 (setting ``couch_view_timeout``; they wait for the index to catch up), and then
 :class:`IndexNotReady`. Apache CouchDB itself gives up on a view after 60 s of index building
 (``fabric`` ``request_timeout``) with a 500 ``timeout``, which is the same "not ready yet".
@@ -55,6 +55,10 @@ ATTACHMENT = "object.dcm"
 
 _CHUNK = 256 * 1024
 T = TypeVar("T")
+POUCHDB_MAX_ATTACHMENT = 100 * 2**20
+"""The largest file pouchdb-server 4.2.0 stores (measured: 100 MiB stored in ~2 min; 128 MiB
+refused with 500 "Invalid array length"; 300 MiB kills the process, whatever its V8 heap). Larger
+instances are refused before a byte is sent (413), so no client can take the local store down."""
 _DELETE_BATCH = 500
 _JSON_HEADERS = {
     # pouchdb-server answers text/plain unless asked for JSON, which aiocouch cannot decode.
@@ -218,11 +222,10 @@ class Couch:
             self._answered_at = asyncio.get_running_loop().time()
         return answered
 
-    async def _bounded(self, work: Awaitable[T], what: str, patience: float | None,
-                       exhausted: type[CouchUnavailable] = CouchUnavailable) -> T:
+    async def _bounded(self, work: Awaitable[T], what: str, patience: float | None) -> T:
         """Await ``work`` while the server answers probes, for at most ``patience`` seconds (None:
         as long as it answers); raise CouchUnavailable as soon as it does not (see the module
-        docstring), ``exhausted`` when patience runs out. ``work`` is cancelled either way."""
+        docstring), IndexNotReady when patience runs out. ``work`` is cancelled either way."""
         task = asyncio.ensure_future(work)
         loop = asyncio.get_running_loop()
         deadline = None if patience is None else loop.time() + patience
@@ -233,7 +236,7 @@ class Couch:
                 if done:
                     return task.result()
                 if deadline is not None and loop.time() >= deadline:
-                    raise exhausted(f"{what} did not finish within {patience:g} s")
+                    raise IndexNotReady(f"{what} did not finish within {patience:g} s")
                 if not await self._answers() and not task.done():
                     raise CouchUnavailable(f"CouchDB did not answer {what} within {self.timeout:g} s")
         finally:
@@ -244,12 +247,12 @@ class Couch:
     # -- plain JSON requests -----------------------------------------------------------------
 
     async def _request(self, method: str, url: str, *, ok: tuple[int, ...] = (200, 201),
-                       patience: float | None = -1, view: bool = False, **kwargs: Any) -> tuple[int, Any]:
+                       view: bool = False, **kwargs: Any) -> tuple[int, Any]:
         """One JSON request; statuses outside ``ok`` (and 404/409 handled by callers) raise.
 
-        ``patience``: how long a server that still answers probes may take (default
-        ``view_timeout``; None for uploads, whose time depends on their size). ``view``: a view
-        query, whose slowness means an index being built (IndexNotReady).
+        It may take as long as the server keeps answering probes (a bulk write, an upload whose
+        time depends on its size), but a view query (``view``) only ``view_timeout``: its
+        slowness means an index being built (IndexNotReady).
         """
         async def call() -> tuple[int, bytes]:
             async with self._http.request(method, url, **kwargs) as resp:
@@ -257,8 +260,7 @@ class Couch:
 
         what = f"{method} {url}"
         try:
-            status, body = await self._bounded(call(), what, self.view_timeout if patience == -1 else patience,
-                                               IndexNotReady if view else CouchUnavailable)
+            status, body = await self._bounded(call(), what, self.view_timeout if view else None)
             data = json.loads(body) if body else None
         except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
             raise CouchUnavailable(f"CouchDB request {method} {url} failed: {exc!r}") from exc
@@ -344,6 +346,9 @@ class Couch:
         survives (module docstring). Raises Conflict when ``doc`` lacks the current ``_rev`` of an
         existing document."""
         if self._attachment_first:
+            if size > POUCHDB_MAX_ATTACHMENT:
+                raise CouchRefused(413, f"pouchdb-server takes files up to {POUCHDB_MAX_ATTACHMENT // 2**20} MiB, "
+                                        f"this one has {size} bytes (Apache CouchDB has no such limit)")
             await self._put_attachment_first(doc, fp, size, content_type)
         else:
             await self._put_multipart(doc, fp, size, content_type)
@@ -375,7 +380,7 @@ class Couch:
             "Content-Length": str(len(head) + size + len(tail)),
         }
         status, _ = await self._request("PUT", self._path(doc["_id"]), data=stream(), headers=headers,
-                                        ok=(201, 202, 409), patience=None)
+                                        ok=(201, 202, 409))
         if status == 409:
             raise Conflict(doc["_id"])
 
@@ -399,7 +404,7 @@ class Couch:
             rev = data["rev"]
         status, data = await self._request(
             "PUT", self._path(doc["_id"], ATTACHMENT), params={"rev": rev} if rev else {}, data=_file_chunks(fp),
-            headers={"Content-Type": content_type, "Content-Length": str(size)}, ok=(201, 202, 409), patience=None)
+            headers={"Content-Type": content_type, "Content-Length": str(size)}, ok=(201, 202, 409))
         if status == 409:
             raise Conflict(doc["_id"])
         md5 = doc.get("md5hash") or await asyncio.to_thread(_md5_hex, fp)
@@ -446,7 +451,7 @@ class Couch:
         what = f"GET attachment {doc_id}/{name}"
         try:
             resp = await self._bounded(
-                self._http.get(self._path(doc_id, name), headers=headers, auto_decompress=False), what, self.view_timeout)
+                self._http.get(self._path(doc_id, name), headers=headers, auto_decompress=False), what, None)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise CouchUnavailable(f"reading attachment {doc_id}/{name} failed: {exc!r}") from exc
         try:

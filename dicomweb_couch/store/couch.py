@@ -55,6 +55,10 @@ ATTACHMENT = "object.dcm"
 
 _CHUNK = 256 * 1024
 T = TypeVar("T")
+POUCHDB_BUSY_BYTES_PER_SECOND = 2**20 / 2
+"""pouchdb-server (Node, one thread) answers nothing, not even ``GET /``, while it stores an
+attachment: measured 12 s for 32 MiB on a loaded machine. So while a file goes in, unanswered
+probes are forgiven for 2 s per MiB; Apache CouchDB answers probes while it writes and needs no such grace."""
 POUCHDB_MAX_ATTACHMENT = 100 * 2**20
 """The largest file pouchdb-server 4.2.0 stores (measured: 100 MiB stored in ~2 min; 128 MiB
 refused with 500 "Invalid array length"; 300 MiB kills the process, whatever its V8 heap). Larger
@@ -222,12 +226,14 @@ class Couch:
             self._answered_at = asyncio.get_running_loop().time()
         return answered
 
-    async def _bounded(self, work: Awaitable[T], what: str, patience: float | None) -> T:
+    async def _bounded(self, work: Awaitable[T], what: str, patience: float | None, grace: float = 0.0) -> T:
         """Await ``work`` while the server answers probes, for at most ``patience`` seconds (None:
         as long as it answers); raise CouchUnavailable as soon as it does not (see the module
-        docstring), IndexNotReady when patience runs out. ``work`` is cancelled either way."""
+        docstring), IndexNotReady when patience runs out. Unanswered probes are forgiven for the
+        first ``grace`` seconds. ``work`` is cancelled either way."""
         task = asyncio.ensure_future(work)
         loop = asyncio.get_running_loop()
+        forgiven_until = loop.time() + grace
         deadline = None if patience is None else loop.time() + patience
         try:
             while True:
@@ -237,7 +243,7 @@ class Couch:
                     return task.result()
                 if deadline is not None and loop.time() >= deadline:
                     raise IndexNotReady(f"{what} did not finish within {patience:g} s")
-                if not await self._answers() and not task.done():
+                if not await self._answers() and not task.done() and loop.time() >= forgiven_until:
                     raise CouchUnavailable(f"CouchDB did not answer {what} within {self.timeout:g} s")
         finally:
             if not task.done():
@@ -247,12 +253,12 @@ class Couch:
     # -- plain JSON requests -----------------------------------------------------------------
 
     async def _request(self, method: str, url: str, *, ok: tuple[int, ...] = (200, 201),
-                       view: bool = False, **kwargs: Any) -> tuple[int, Any]:
+                       view: bool = False, grace: float = 0.0, **kwargs: Any) -> tuple[int, Any]:
         """One JSON request; statuses outside ``ok`` (and 404/409 handled by callers) raise.
 
         It may take as long as the server keeps answering probes (a bulk write, an upload whose
         time depends on its size), but a view query (``view``) only ``view_timeout``: its
-        slowness means an index being built (IndexNotReady).
+        slowness means an index being built (IndexNotReady). ``grace``: see :meth:`_bounded`.
         """
         async def call() -> tuple[int, bytes]:
             async with self._http.request(method, url, **kwargs) as resp:
@@ -260,7 +266,7 @@ class Couch:
 
         what = f"{method} {url}"
         try:
-            status, body = await self._bounded(call(), what, self.view_timeout if view else None)
+            status, body = await self._bounded(call(), what, self.view_timeout if view else None, grace)
             data = json.loads(body) if body else None
         except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
             raise CouchUnavailable(f"CouchDB request {method} {url} failed: {exc!r}") from exc
@@ -404,7 +410,8 @@ class Couch:
             rev = data["rev"]
         status, data = await self._request(
             "PUT", self._path(doc["_id"], ATTACHMENT), params={"rev": rev} if rev else {}, data=_file_chunks(fp),
-            headers={"Content-Type": content_type, "Content-Length": str(size)}, ok=(201, 202, 409))
+            headers={"Content-Type": content_type, "Content-Length": str(size)}, ok=(201, 202, 409),
+            grace=size / POUCHDB_BUSY_BYTES_PER_SECOND)
         if status == 409:
             raise Conflict(doc["_id"])
         md5 = doc.get("md5hash") or await asyncio.to_thread(_md5_hex, fp)

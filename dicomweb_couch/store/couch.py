@@ -136,7 +136,9 @@ class Couch:
         self._user, self._password = user, password
         self._server: aiocouch.CouchDB | None = None
         self._db: aiocouch.Database | None = None
-        self._attachment_first = False  # the write form (module docstring), set from the welcome document
+        self.attachment_first = False
+        """The write form (module docstring): set by open() from the welcome document (a benchmark may
+        override it to compare the forms)."""
         self._probe: asyncio.Future[bool] | None = None
         self._answered_at = float("-inf")
 
@@ -181,7 +183,7 @@ class Couch:
             await self.close()
             raise CouchUnavailable(f"CouchDB did not open database {self.database!r} within {self.timeout:g} s") from exc
         # pouchdb-server's welcome names express-pouchdb; Apache CouchDB's says "couchdb": "Welcome".
-        self._attachment_first = "express-pouchdb" in info
+        self.attachment_first = "express-pouchdb" in info
         return info
 
     async def close(self) -> None:
@@ -351,7 +353,7 @@ class Couch:
         """Write a document and its file attachment, streaming the file, in the form this server
         survives (module docstring). Raises Conflict when ``doc`` lacks the current ``_rev`` of an
         existing document."""
-        if self._attachment_first:
+        if self.attachment_first:
             if size > POUCHDB_MAX_ATTACHMENT:
                 raise CouchRefused(413, f"pouchdb-server takes files up to {POUCHDB_MAX_ATTACHMENT // 2**20} MiB, "
                                         f"this one has {size} bytes (Apache CouchDB has no such limit)")

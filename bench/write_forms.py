@@ -32,7 +32,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from dicomweb_couch.store.couch import Couch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import local_couch  # noqa: E402
+import local_couch
 
 
 def instance(n: int) -> bytes:
@@ -62,7 +62,7 @@ async def run(couch_url: str, user: str | None, password: str | None, count: int
             couch.attachment_first = attachment_first
             gate = asyncio.Semaphore(concurrency)
 
-            async def store(data: bytes) -> None:
+            async def store(data: bytes, couch: Couch = couch, gate: asyncio.Semaphore = gate) -> None:
                 async with gate:
                     doc = {"_id": generate_uid(), "dataset": {}, "md5hash": hashlib.md5(data).hexdigest()}
                     await couch.store_instance(doc, io.BytesIO(data), len(data))

@@ -201,11 +201,12 @@ class Couch:
 
     # -- bounded waits ------------------------------------------------------------------------
 
-    async def _answers(self) -> bool:
-        """Whether the server answers ``GET /`` within half the timeout. Concurrent callers share
-        one probe, and an answer counts for half the timeout, so a slow burst costs one probe."""
+    async def _answers(self, since: float) -> bool:
+        """Whether the server answered anything after ``since`` and within the last half timeout,
+        or else answers ``GET /`` within half the timeout. Concurrent callers share one probe, so a
+        slow burst costs one probe, not one each."""
         loop = asyncio.get_running_loop()
-        if loop.time() - self._answered_at < self.timeout / 2:
+        if self._answered_at >= max(since, loop.time() - self.timeout / 2):
             return True
         if self._probe is None:
             self._probe = asyncio.ensure_future(self._ping())
@@ -235,17 +236,20 @@ class Couch:
         first ``grace`` seconds. ``work`` is cancelled either way."""
         task = asyncio.ensure_future(work)
         loop = asyncio.get_running_loop()
-        forgiven_until = loop.time() + grace
+        started = loop.time()
+        forgiven_until = started + grace
         deadline = None if patience is None else loop.time() + patience
         try:
             while True:
                 step = self.timeout / 2 if deadline is None else min(self.timeout / 2, deadline - loop.time())
                 done, _ = await asyncio.wait({task}, timeout=max(step, 0))
                 if done:
-                    return task.result()
+                    result = task.result()
+                    self._answered_at = loop.time()
+                    return result
                 if deadline is not None and loop.time() >= deadline:
                     raise IndexNotReady(f"{what} did not finish within {patience:g} s")
-                if not await self._answers() and not task.done() and loop.time() >= forgiven_until:
+                if not await self._answers(started) and not task.done() and loop.time() >= forgiven_until:
                     raise CouchUnavailable(f"CouchDB did not answer {what} within {self.timeout:g} s")
         finally:
             if not task.done():
@@ -406,16 +410,20 @@ class Couch:
         doc_url = self._path(doc["_id"])
         rev = doc.get("_rev")
         if rev is not None:
-            status, data = await self._request("PUT", doc_url, json={"_id": doc["_id"], "_rev": rev}, ok=(201, 202, 409))
-            if status == 409:
-                raise Conflict(doc["_id"])
-            rev = data["rev"]
-        status, data = await self._request(
-            "PUT", self._path(doc["_id"], ATTACHMENT), params={"rev": rev} if rev else {}, data=_file_chunks(fp),
-            headers={"Content-Type": content_type, "Content-Length": str(size)}, ok=(201, 202, 409),
-            grace=size / POUCHDB_BUSY_BYTES_PER_SECOND)
+            rev = await self._put_empty(doc["_id"], rev)
+        for _ in range(2):
+            status, data = await self._request(
+                "PUT", self._path(doc["_id"], ATTACHMENT), params={"rev": rev} if rev else {}, data=_file_chunks(fp),
+                headers={"Content-Type": content_type, "Content-Length": str(size)}, ok=(201, 202, 404, 409),
+                grace=size / POUCHDB_BUSY_BYTES_PER_SECOND)
+            if status != 404 or rev is not None:
+                break
+            # pouchdb-server refuses an attachment PUT on a deleted document: create it anew first
+            rev = await self._put_empty(doc["_id"], None)
         if status == 409:
             raise Conflict(doc["_id"])
+        if status == 404:
+            raise CouchUnavailable(f"CouchDB lost document {doc['_id']} while its file was written")
         md5 = doc.get("md5hash") or await asyncio.to_thread(_md5_hex, fp)
         stub = {"stub": True, "content_type": content_type, "length": size,
                 "digest": "md5-" + base64.b64encode(bytes.fromhex(md5)).decode()}
@@ -425,6 +433,14 @@ class Couch:
             raise Conflict(doc["_id"])
         if status == 412:
             raise CouchUnavailable(f"CouchDB kept a different file for {doc['_id']} than was sent (upload cut off?)")
+
+    async def _put_empty(self, doc_id: str, rev: str | None) -> str:
+        """Write ``doc_id`` as an empty document (no dataset, no file); its new revision."""
+        body = {"_id": doc_id} if rev is None else {"_id": doc_id, "_rev": rev}
+        status, data = await self._request("PUT", self._path(doc_id), json=body, ok=(201, 202, 409))
+        if status == 409:
+            raise Conflict(doc_id)
+        return data["rev"]
 
     @asynccontextmanager
     async def attachment(self, doc_id: str, name: str = ATTACHMENT,

@@ -144,6 +144,7 @@ async def test_frozen_store_gives_503_with_retry_after_within_couch_timeout(aioh
             assert resp.headers.get("Retry-After", "").isdigit(), (path, dict(resp.headers))
             # within couch_timeout, plus slack for a CPU shared with other test runs
             assert took < COUCH_TIMEOUT + 2, f"{method} {path}: 503 after {took:.1f} s"
+            print(f"\nfrozen store, couch_timeout {COUCH_TIMEOUT:g} s: {method} {path[:40]} -> 503 in {took:.2f} s", end="")
     finally:
         _signal_store(own_store, signal.SIGCONT)
     deadline = time.monotonic() + 20
@@ -440,3 +441,19 @@ def _couch_request(url: str, method: str, path: str) -> tuple[int, Any]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize(("status", "answer", "view", "expected"), [
+    (500, {"error": "timeout", "reason": "The request could not be processed in a reasonable amount of time."},
+     True, IndexNotReady),  # Apache CouchDB 3.5 after 60 s of building an index (fabric request_timeout)
+    (500, {"error": "timeout"}, False, CouchUnavailable),
+    (503, {}, True, CouchUnavailable),
+    (400, {"error": "bad_request", "reason": "key too long"}, True, CouchRefused),
+    (413, {"error": "too_large"}, False, CouchRefused),
+    (401, {"error": "unauthorized"}, False, CouchUnavailable),  # our credentials: the store is unusable
+    (404, {"error": "not_found", "reason": "Database does not exist."}, False, CouchUnavailable),
+])
+def test_what_each_couchdb_answer_means(status: int, answer: dict, view: bool, expected: type) -> None:
+    """Answers pouchdb-server never gives (Apache CouchDB's index timeout) are classified too."""
+    error = couch_module._refusal(status, answer, "GET /db/_design/qido/_view/instances", view)
+    assert type(error) is expected

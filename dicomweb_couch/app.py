@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 async def _couch_context(app: web.Application) -> AsyncIterator[None]:
     """Connect (waiting for CouchDB), install the design documents, log the viewer's roots."""
     settings = app[SETTINGS]
-    couch = Couch(settings.couch_url, settings.database, settings.couch_user, settings.couch_password)
+    couch = Couch(settings.couch_url, settings.database, settings.couch_user, settings.couch_password,
+                  timeout=settings.couch_timeout, view_timeout=settings.couch_view_timeout)
     info = await couch.open(settings.couch_wait)
     log.info("CouchDB %s at %s, database %r", info.get("version"), couch.url, settings.database)
     for doc_id, content in design_docs.load().items():

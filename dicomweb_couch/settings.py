@@ -30,6 +30,8 @@ class Settings:
     prefix: str = ""  # URL prefix of the DICOMweb routes, e.g. "/dicom-web"; "" = at the root
     log_level: str = "INFO"
     couch_wait: float = 60.0  # seconds to wait for CouchDB at start-up
+    couch_timeout: float = 10.0  # seconds before a request to a CouchDB that stopped answering becomes a 503
+    couch_view_timeout: float = 60.0  # seconds a view query may wait for its index (then 503 "still indexing")
     qido_default_limit: int = 1000  # results when the client gives no limit (PS3.18 8.3.4.4)
     qido_max_limit: int = 1000  # larger limits are cut, with a Warning header
     relative_bulkdata_uris: bool = False  # metadata BulkDataURIs as /studies/... paths instead of absolute URLs
@@ -61,6 +63,8 @@ class Settings:
         object.__setattr__(self, "prefix", prefix.rstrip("/"))
         if not 0 < self.port < 65536:
             raise ValueError(f"port {self.port} is out of range")
+        if self.couch_timeout <= 0 or self.couch_view_timeout <= 0:
+            raise ValueError("couch_timeout and couch_view_timeout must be positive")
         if self.qido_default_limit < 1 or self.qido_max_limit < 1:
             raise ValueError("QIDO limits must be positive")
         object.__setattr__(self, "auth", self.auth.strip().lower())

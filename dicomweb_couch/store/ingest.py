@@ -21,7 +21,7 @@ from dicomweb_couch.dicom.dicomjson import (
     ParsedInstance,
     parse_part10,
 )
-from dicomweb_couch.store.couch import Conflict, Couch, CouchUnavailable
+from dicomweb_couch.store.couch import Conflict, Couch, CouchRefused, CouchUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,10 @@ async def store_file(couch: Couch, fp: IO[bytes], md5: str, size: int, expected_
         return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=OUT_OF_RESOURCES,
                        message="other versions of this SOP Instance UID kept being stored at the same moment: "
                                "this one was not; try again")
+    except CouchRefused as exc:  # e.g. 413: larger than the store's max_document_size/max_attachment_size
+        log.warning("storing %s refused: %s", parsed.sop_instance_uid, exc)
+        return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=OUT_OF_RESOURCES,
+                       message="the database refused the instance (too large for it?)")
     log.info("%s instance %s (%d bytes)", "stored" if written else "already had", parsed.sop_instance_uid, size)
     return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_uid, parsed.series_uid, written=written)
 

@@ -199,6 +199,34 @@ class Couch:
                                       json={"doc_ids": doc_ids})
         return [row["doc"] for row in data["results"] if row.get("doc")]
 
+    async def put_doc(self, doc: dict[str, Any]) -> str:
+        """Write a whole document and return its new revision; attachment stubs (``"stub": true``,
+        as a GET returns them) keep the attachments. Raises Conflict unless ``_rev`` is current."""
+        status, data = await self._request("PUT", self._path(doc["_id"]), json=doc, ok=(201, 202, 409))
+        if status == 409:
+            raise Conflict(doc["_id"])
+        return data["rev"]
+
+    async def all_docs(self, after: str | None, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` documents (bodies, no attachments) in id order, from the first id after ``after``."""
+        params = {"include_docs": "true", "limit": str(limit + 1 if after is not None else limit)}
+        if after is not None:
+            params["startkey"] = json.dumps(after)
+        _, data = await self._request("GET", self._path("_all_docs"), params=params)
+        docs = [row["doc"] for row in data["rows"] if row.get("doc")]
+        return [d for d in docs if d["_id"] != after][:limit]
+
+    async def get_local(self, name: str) -> dict[str, Any] | None:
+        """A ``_local`` document (never replicated, not in views or ``_all_docs``), or None."""
+        status, data = await self._request("GET", self._path("_local", name), ok=(200, 404))
+        return data if status == 200 else None
+
+    async def put_local(self, name: str, body: dict[str, Any]) -> None:
+        """Write a ``_local`` document, over whatever revision is there."""
+        current = await self.get_local(name)
+        body = dict(body, _rev=current["_rev"]) if current else dict(body)
+        await self._request("PUT", self._path("_local", name), json=body)
+
     # -- design documents ------------------------------------------------------------------
 
     async def install_design_doc(self, doc_id: str, content: Mapping[str, Any]) -> bool:

@@ -50,6 +50,10 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)  # origins whose pages may call the API; "*" any, () none
     ohif_dir: str = "var/ohif"  # the OHIF Viewer build served at /ohif/ (scripts/ohif.py installs it)
     ohif_config: str | None = None  # an app-config.js to serve instead of the generated one
+    # Operations (README "Health and metrics")
+    metrics: bool = True  # Prometheus metrics at /metrics (open: route templates and counts, no patient data)
+    log_json: bool = False  # log lines as JSON objects carrying the request id
+    ready_index_lag: int = 1000  # /readyz is 503 while a search view's index is more changes behind
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()

@@ -13,6 +13,7 @@ from dicomweb_couch.app import create_app
 from dicomweb_couch.commands import COMMANDS
 from dicomweb_couch.settings import ENV_PREFIX, Settings
 from dicomweb_couch.store.couch import CouchUnavailable
+from dicomweb_couch.web.metrics import JsonLogFormatter
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError) as exc:
         sys.exit(f"dicomweb_couch: bad settings: {exc}")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_json:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLogFormatter())
     try:
         app = create_app(settings)
     except (ValueError, OSError) as exc:  # settings only checked when used, e.g. the Keycloak ones

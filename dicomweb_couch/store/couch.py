@@ -14,10 +14,12 @@ whole into memory).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import IO, Any
@@ -41,6 +43,24 @@ _JSON_HEADERS = {
     # pouchdb-server answers text/plain unless asked for JSON, which aiocouch cannot decode.
     "Accept": "application/json",
 }
+
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+"""The id of the client request being served (set by the web layer), sent to CouchDB as
+``X-Request-ID`` so a request can be followed from our log into a proxy's or CouchDB's."""
+
+StoreObserver = Callable[[str, float, "str | None"], None]
+"""Told of every JSON request to CouchDB: method, seconds taken, and an error kind or None."""
+
+
+def seq_number(seq: object) -> int:
+    """The number in a sequence: pouchdb-server's are numbers; Apache CouchDB 3's are opaque strings
+    ``"N-g1AAAA..."`` whose N grows with the changes (a sum over shards in a cluster), which is
+    good enough to measure a lag with."""
+    try:
+        return int(str(seq).split("-", 1)[0])
+    except ValueError:
+        return 0
 
 
 class CouchUnavailable(Exception):
@@ -86,6 +106,7 @@ class Couch:
         self._user, self._password = user, password
         self._server: aiocouch.CouchDB | None = None
         self._db: aiocouch.Database | None = None
+        self.observer: StoreObserver | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -141,16 +162,25 @@ class Couch:
     async def _request(self, method: str, url: str, *, ok: tuple[int, ...] = (200, 201),
                        **kwargs: Any) -> tuple[int, Any]:
         """One JSON request; statuses outside ``ok`` (and 404/409 handled by callers) raise."""
+        if request_id := REQUEST_ID.get():
+            kwargs["headers"] = {**kwargs.get("headers", {}), "X-Request-ID": request_id}
+        started = time.monotonic()
         try:
             async with self._http.request(method, url, **kwargs) as resp:
                 body = await resp.read()
                 data = json.loads(body) if body else None
         except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+            self._observe(method, started, type(exc).__name__)
             raise CouchUnavailable(f"CouchDB request {method} {url} failed: {exc!r}") from exc
+        self._observe(method, started, None if resp.status in ok else str(resp.status))
         if resp.status not in ok:
             reason = data.get("reason") if isinstance(data, dict) else body[:200]
             raise CouchUnavailable(f"CouchDB answered {resp.status} to {method} {url}: {reason}")
         return resp.status, data
+
+    def _observe(self, method: str, started: float, error: str | None) -> None:
+        if self.observer is not None:
+            self.observer(method, time.monotonic() - started, error)
 
     async def server_info(self) -> dict[str, Any]:
         return (await self._request("GET", self.url + "/"))[1]
@@ -181,6 +211,16 @@ class Couch:
         query = {k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in params.items()}
         _, data = await self._request("POST", url, params=query, json={"keys": keys}, timeout=_VIEW_TIMEOUT)
         return data["rows"]
+
+    async def view_update_seq(self, ddoc: str, view: str) -> Any:
+        """The database sequence a view's index has caught up with, without updating it.
+
+        ``stale=ok`` (deprecated on CouchDB 3 but still meaning ``update=false&stable=true``) is the
+        one form both servers honour; pouchdb-server ignores ``update=false``.
+        """
+        url = self._path("_design", ddoc, "_view", view)
+        _, data = await self._request("GET", url, params={"limit": "0", "stale": "ok", "update_seq": "true"})
+        return data.get("update_seq")
 
     async def update_seq(self) -> Any:
         """The database's current sequence: opaque (a string on CouchDB 3, a number on pouchdb)."""

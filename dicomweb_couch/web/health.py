@@ -1,0 +1,75 @@
+"""Liveness and readiness for orchestrators and load balancers: ``GET /healthz`` and ``GET /readyz``.
+
+``/healthz`` answers 200 as long as the process serves requests at all: it touches nothing else,
+so a slow or unreachable CouchDB never gets a healthy server restarted. ``/readyz`` says whether
+this server should get traffic: CouchDB answers, the design documents are the ones this version
+installs, and the search views are no more than ``ready_index_lag`` changes behind the database
+(a replica whose views are still being built after a large import or replication would answer
+searches incompletely or slowly). It is 503 with the reasons otherwise. Both are open without a
+token (``auth.required_permission``), send ``Cache-Control: no-store`` and cost at most a few small
+CouchDB requests, bounded by ``_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from aiohttp import web
+
+from dicomweb_couch.appkeys import COUCH, SETTINGS
+from dicomweb_couch.store import design_docs
+from dicomweb_couch.store.couch import Couch, CouchUnavailable, seq_number
+
+_TIMEOUT = 5.0
+_NO_STORE = {"Cache-Control": "no-store"}
+_design_docs = functools.cache(design_docs.load)  # what this version installs: read once
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"}, headers=_NO_STORE)
+
+
+async def index_lag(couch: Couch) -> dict[str, int]:
+    """How many changes each search view's index is behind the database (CouchDB indexes lazily)."""
+    db_seq = seq_number(await couch.update_seq())
+    lags: dict[str, int] = {}
+    for doc_id, content in _design_docs().items():
+        ddoc = doc_id.split("/", 1)[1]
+        for view in content["views"]:
+            lags[f"{ddoc}/{view}"] = max(0, db_seq - seq_number(await couch.view_update_seq(ddoc, view)))
+    return lags
+
+
+async def _problems(couch: Couch, max_lag: int) -> tuple[list[str], dict[str, Any]]:
+    problems: list[str] = []
+    facts: dict[str, Any] = {}
+    try:
+        await couch.database_info()
+    except CouchUnavailable as exc:
+        return [f"CouchDB unreachable: {exc}"], facts
+    for doc_id, content in _design_docs().items():
+        stored = await couch.get_doc(doc_id)
+        if stored is None:
+            problems.append(f"design document {doc_id} is missing")
+        elif {k: stored.get(k) for k in content} != content:
+            problems.append(f"design document {doc_id} differs from this version's (another version of the "
+                            "server installed it; the indexes of one of them are being rebuilt)")
+    if not problems:
+        facts["index_lag"] = lags = await index_lag(couch)
+        behind = {view: lag for view, lag in lags.items() if lag > max_lag}
+        if behind:
+            problems.append("search index behind the database: " +
+                            ", ".join(f"{view} by {lag} changes" for view, lag in sorted(behind.items())))
+    return problems, facts
+
+
+async def readyz(request: web.Request) -> web.Response:
+    couch = request.app[COUCH]
+    try:
+        problems, facts = await asyncio.wait_for(_problems(couch, request.app[SETTINGS].ready_index_lag), _TIMEOUT)
+    except (TimeoutError, CouchUnavailable) as exc:
+        problems, facts = [f"CouchDB did not answer the readiness checks within {_TIMEOUT:.0f} s: {exc}"], {}
+    body = {"status": "not ready" if problems else "ready", "problems": problems, **facts}
+    return web.json_response(body, status=503 if problems else 200, headers=_NO_STORE)

@@ -10,4 +10,5 @@ from __future__ import annotations
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one line for --help)
     "upgrade": ("dicomweb_couch.commands.upgrade", "check a database and upgrade predecessor documents in place"),
+    "conflicts": ("dicomweb_couch.commands.conflicts", "list instances stored differently at two replicating sites"),
 }

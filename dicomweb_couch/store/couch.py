@@ -247,14 +247,22 @@ class Couch:
             raise Conflict(doc["_id"])
         return data["rev"]
 
-    async def all_docs(self, after: str | None, limit: int) -> list[dict[str, Any]]:
-        """Up to ``limit`` documents (bodies, no attachments) in id order, from the first id after ``after``."""
+    async def all_docs(self, after: str | None, limit: int, conflicts: bool = False) -> list[dict[str, Any]]:
+        """Up to ``limit`` documents (bodies, no attachments) in id order, from the first id after ``after``;
+        with ``conflicts``, each conflicted one lists its losing revisions in ``_conflicts``."""
         params = {"include_docs": "true", "limit": str(limit + 1 if after is not None else limit)}
+        if conflicts:
+            params["conflicts"] = "true"
         if after is not None:
             params["startkey"] = json.dumps(after)
         _, data = await self._request("GET", self._path("_all_docs"), params=params)
         docs = [row["doc"] for row in data["rows"] if row.get("doc")]
         return [d for d in docs if d["_id"] != after][:limit]
+
+    async def get_revision(self, doc_id: str, rev: str) -> dict[str, Any] | None:
+        """One revision of a document (a losing one of a conflict too), or None if it is gone."""
+        status, data = await self._request("GET", self._path(doc_id), params={"rev": rev}, ok=(200, 404))
+        return data if status == 200 else None
 
     async def get_local(self, name: str) -> dict[str, Any] | None:
         """A ``_local`` document (never replicated, not in views or ``_all_docs``), or None."""

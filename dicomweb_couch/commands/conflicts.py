@@ -13,6 +13,7 @@ import dataclasses
 import json
 import sys
 
+from dicomweb_couch.commands.options import add_store_options, load_settings
 from dicomweb_couch.settings import Settings
 from dicomweb_couch.store.conflicts import Conflicted, find_conflicts, keep_winner
 from dicomweb_couch.store.couch import Couch, CouchUnavailable
@@ -23,11 +24,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 description="List SOP instances whose document has conflicting revisions (stored "
                                             "differently at two sites while they were apart): the revision served "
                                             "and the ones that lost, still in the database with their files.")
-    p.add_argument("--config", help="JSON settings file, as for the server")
-    p.add_argument("--couch-url", help="CouchDB server URL")
-    p.add_argument("--couch-user", help="CouchDB user")
-    p.add_argument("--couch-password", help="CouchDB password (prefer DICOMWEB_COUCH_COUCH_PASSWORD)")
-    p.add_argument("--database", help="database name")
+    add_store_options(p)
     p.add_argument("--json", action="store_true", help="print the conflicts as JSON")
     p.add_argument("--keep-winner", action="store_true",
                    help="resolve every conflict for the revision being served (deletes the losing revisions)")
@@ -60,12 +57,9 @@ def describe(found: list[Conflicted], resolved: bool, settings: Settings) -> str
 
 
 def main(argv: list[str]) -> int:
-    args = vars(parse_args(argv))
-    options = {name: args.pop(name) for name in ("config", "json", "keep_winner")}
-    try:
-        settings = Settings.load(cli=args, config_file=options["config"])
-    except (ValueError, OSError) as exc:
-        print(f"dicomweb_couch conflicts: bad settings: {exc}", file=sys.stderr)
+    options = vars(parse_args(argv))
+    settings = load_settings(options, "conflicts")
+    if settings is None:
         return 2
     try:
         found = asyncio.run(run(settings, options["keep_winner"]))

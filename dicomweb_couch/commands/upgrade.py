@@ -15,6 +15,7 @@ import sys
 
 from tqdm import tqdm
 
+from dicomweb_couch.commands.options import add_store_options, load_settings
 from dicomweb_couch.settings import Settings
 from dicomweb_couch.store.couch import Couch, CouchUnavailable
 from dicomweb_couch.store.upgrade import Report, upgrade_database
@@ -28,11 +29,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                             "dcmjs-org/dicomweb-server "
                                             "in place (transfer syntax from each file's File Meta, AT and PN values "
                                             "mended); the predecessor can still read them. Resumes an interrupted run.")
-    p.add_argument("--config", help="JSON settings file, as for the server")
-    p.add_argument("--couch-url", help="CouchDB server URL")
-    p.add_argument("--couch-user", help="CouchDB user")
-    p.add_argument("--couch-password", help="CouchDB password (prefer DICOMWEB_COUCH_COUCH_PASSWORD)")
-    p.add_argument("--database", help="database name")
+    add_store_options(p)
     p.add_argument("--dry-run", action="store_true", help="check and report, write nothing")
     p.add_argument("--restart", action="store_true",
                    help="start from the first document, not where the last run stopped")
@@ -69,12 +66,9 @@ def describe(report: Report, dry_run: bool) -> str:
 
 
 def main(argv: list[str]) -> int:
-    args = vars(parse_args(argv))
-    options = {name: args.pop(name) for name in ("config", "dry_run", "restart", "json", "quiet")}
-    try:
-        settings = Settings.load(cli=args, config_file=options["config"])
-    except (ValueError, OSError) as exc:
-        print(f"dicomweb_couch upgrade: bad settings: {exc}", file=sys.stderr)
+    options = vars(parse_args(argv))
+    settings = load_settings(options, "upgrade")
+    if settings is None:
         return 2
     try:
         report = asyncio.run(run(settings, options["dry_run"], options["restart"], options["quiet"]))

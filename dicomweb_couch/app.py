@@ -93,14 +93,13 @@ def create_app(settings: Settings) -> web.Application:
         *[web.get(path + "/thumbnail", rendered.thumbnail) for path in (study, series, instance)],
         *[web.delete(path, delete.delete) for path in (study, series, instance)],
         web.get("/", landing.index),
-        web.get("/healthz", health.healthz),
-        web.get("/readyz", health.readyz),
         web.get(p + "/wado", wado_uri.retrieve),
     ])
     if p:
         app.router.add_get("/wado", wado_uri.retrieve)
     viewer.setup(app, settings.ohif_dir)
     cors.setup(app, settings.cors_origins)
+    health.setup(app)
     if settings.metrics:
         metrics.setup(app)
     return app

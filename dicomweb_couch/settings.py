@@ -54,6 +54,8 @@ class Settings:
     metrics: bool = True  # Prometheus metrics at /metrics (open: route templates and counts, no patient data)
     log_json: bool = False  # log lines as JSON objects carrying the request id
     ready_index_lag: int = 1000  # /readyz is 503 while a search view's index is more changes behind
+    workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
+    shutdown_timeout: float = 60.0  # seconds requests in flight get to finish after SIGTERM
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()
@@ -62,6 +64,8 @@ class Settings:
         object.__setattr__(self, "prefix", prefix.rstrip("/"))
         if not 0 < self.port < 65536:
             raise ValueError(f"port {self.port} is out of range")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers={self.workers}: give 1 to 64 processes")
         if self.qido_default_limit < 1 or self.qido_max_limit < 1:
             raise ValueError("QIDO limits must be positive")
         object.__setattr__(self, "auth", self.auth.strip().lower())

@@ -71,18 +71,19 @@ async def batches(couch: Couch, study: str, series: str | None = None,
         start = rows[BATCH]["key"]
 
 
-async def find(request: web.Request) -> list[StoredInstance]:
+async def find(request: web.Request, learn_syntax: bool = True) -> list[StoredInstance]:
     """Every instance the request's path names; 404 when there is none.
 
-    An instance stored by dcmjs-org/dicomweb-server has no recorded transfer syntax: it is learnt
-    from the file's File Meta here, once, and kept in the document (``store/upgrade.py``).
+    An instance stored by dcmjs-org/dicomweb-server has no recorded transfer syntax: unless the
+    caller does not need it (``learn_syntax``), it is learnt from the file's File Meta here, once,
+    and kept in the document (``store/upgrade.py``).
     """
     study, series, instance = target(request)
     couch = request.app[COUCH]
     found = [i async for batch in batches(couch, study, series, instance) for i in batch]
     if not found:
         raise DicomwebError(404, f"no {describe(study, series, instance)} is stored")
-    if any(i.transfer_syntax is None for i in found):
+    if learn_syntax and any(i.transfer_syntax is None for i in found):
         found = await _with_transfer_syntax(couch, found)
     return found
 

@@ -17,6 +17,7 @@ from dicomweb_couch.commands.options import add_store_options, load_settings
 from dicomweb_couch.settings import Settings
 from dicomweb_couch.store.conflicts import Conflicted, find_conflicts, keep_winner
 from dicomweb_couch.store.couch import Couch, CouchUnavailable
+from dicomweb_couch.web.landing import without_credentials
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -52,7 +53,8 @@ def describe(found: list[Conflicted], resolved: bool, settings: Settings) -> str
         lines.append(f"{c.doc_id} (study {c.winner.study}): served {c.winner.rev} md5 {c.winner.md5hash}")
         for loser in c.losers:
             lines.append(f"    lost {loser.rev} md5 {loser.md5hash}, {loser.size} bytes: "
-                         f"GET {settings.couch_url}/{settings.database}/{c.doc_id}/object.dcm?rev={loser.rev}")
+                         f"GET {without_credentials(settings.couch_url)}/{settings.database}/{c.doc_id}"
+                         f"/object.dcm?rev={loser.rev}")
     return "\n".join(lines)
 
 

@@ -86,6 +86,18 @@ def test_cluster_variant_has_three_nodes_a_setup_service_replicas_and_a_balancer
     assert "option httpchk GET /readyz" in haproxy and all(f"server {n} {n}:5984" in haproxy for n in nodes)
 
 
+def test_haproxy_accepts_the_load_balancer_configuration():
+    """Debian's haproxy (.ci/run installs it) checks deploy/haproxy.cfg as the cluster's image would."""
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+    if haproxy is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("haproxy is not installed (apt-get install haproxy)")
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    done = subprocess.run([haproxy, "-c", "-f", "deploy/haproxy.cfg"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_dockerfile_lints_clean_and_runs_our_commands():
     done = subprocess.run([tool("hadolint"), "Dockerfile"], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=120)

@@ -12,9 +12,10 @@ import sys
 
 import pydicom
 from conftest import REPO_ROOT, CouchServer
-from dicom_factory import stow
+from dicom_factory import make_instance, stow
 from predecessor import write_predecessor_document
 from pydicom.uid import generate_uid
+from test_design_docs import legacy_dataset, put_attachment, put_doc
 from wado_helpers import parts, storable, transfer_syntax
 
 JPEG2000 = "1.2.840.10008.1.2.4.90"
@@ -197,6 +198,20 @@ async def test_upgrade_command_checks_upgrades_and_resumes(client, couch_db_name
 
     resp = await client.get(url(files["jp2k"]), headers={"Accept": ANY})
     assert resp.status == 200 and transfer_syntax((await parts(resp))[0]) == JPEG2000
+
+
+async def test_upgrade_mends_pn_strings_of_older_databases(client, couch_db_name, couch_server):
+    """Older predecessor databases hold PN values as plain strings: upgraded to PS3.18 F.2.2 objects."""
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    rev = put_doc(couch_server, couch_db_name, sop, {"dataset": legacy_dataset(study, series, sop), "md5hash": "x"})
+    put_attachment(couch_server, couch_db_name, sop, rev, "object.dcm",
+                   make_instance(study, series, sop, patient_name="Legacy^Name"))
+    code, report = upgrade(couch_server, couch_db_name)
+    assert code == 0 and report["changes"] == {"PN values mended": 1, "transfer syntax recorded": 1}
+    doc = couch_server.request("GET", f"{couch_db_name}/{sop}")[1]
+    assert doc["dataset"]["00100010"]["Value"] == [{"Alphabetic": "Legacy^Name"}]
+    assert doc["dataset"]["00080090"]["Value"] == [{"Alphabetic": "Legacy^Referrer"}]
+    assert doc["dataset"]["7FE00010"]["Value"] == [{}] and doc["transferSyntaxUID"] == "1.2.840.10008.1.2.1"
 
 
 def test_upgrade_command_reports_an_unreachable_couchdb():

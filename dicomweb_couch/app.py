@@ -22,7 +22,9 @@ from dicomweb_couch.web import (
     cors,
     delete,
     frames,
+    health,
     landing,
+    metrics,
     paths,
     qido,
     rendered,
@@ -102,4 +104,7 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_get("/wado", wado_uri.retrieve)
     viewer.setup(app, settings.ohif_dir)
     cors.setup(app, settings.cors_origins)
+    health.setup(app)
+    if settings.metrics:
+        metrics.setup(app)
     return app

@@ -55,6 +55,12 @@ class Settings:
     ohif_config: str | None = None  # an app-config.js to serve instead of the generated one
     client_timeout: float = 60.0  # seconds a request body may stall before the request is given up (408)
     max_instance_size: int = 1 << 30  # bytes: larger STOW-RS parts are refused (0xA700) and not kept
+    # Operations (README "Health and metrics")
+    metrics: bool = True  # Prometheus metrics at /metrics (open: route templates and counts, no patient data)
+    log_json: bool = False  # log lines as JSON objects carrying the request id
+    ready_index_lag: int = 1000  # /readyz is 503 while a search view's index is more changes behind
+    workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
+    shutdown_timeout: float = 60.0  # seconds requests in flight get to finish after SIGTERM
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()
@@ -65,6 +71,8 @@ class Settings:
             raise ValueError(f"port {self.port} is out of range")
         if self.couch_timeout <= 0 or self.couch_view_timeout <= 0:
             raise ValueError("couch_timeout and couch_view_timeout must be positive")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers={self.workers}: give 1 to 64 processes")
         if self.qido_default_limit < 1 or self.qido_max_limit < 1:
             raise ValueError("QIDO limits must be positive")
         object.__setattr__(self, "auth", self.auth.strip().lower())

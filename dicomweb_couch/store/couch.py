@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import hashlib
 import json
 import logging
 import random
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
@@ -86,6 +88,24 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     user, password = parts.username, parts.password
     return (urlunsplit(parts._replace(netloc=netloc)), unquote(user) if user is not None else None,
             unquote(password) if password is not None else None)
+
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+"""The id of the client request being served (set by the web layer), sent to CouchDB as
+``X-Request-ID`` so a request can be followed from our log into a proxy's or CouchDB's."""
+
+StoreObserver = Callable[[str, float, "str | None"], None]
+"""Told of every JSON request to CouchDB: method, seconds taken, and an error kind or None."""
+
+
+def seq_number(seq: object) -> int:
+    """The number in a sequence: pouchdb-server's are numbers; Apache CouchDB 3's are opaque strings
+    ``"N-g1AAAA..."`` whose N grows with the changes (a sum over shards in a cluster), which is
+    good enough to measure a lag with."""
+    try:
+        return int(str(seq).split("-", 1)[0])
+    except ValueError:
+        return 0
 
 
 class CouchUnavailable(Exception):
@@ -160,6 +180,7 @@ class Couch:
         override it to compare the forms)."""
         self._probe: asyncio.Future[bool] | None = None
         self._answered_at = float("-inf")
+        self.observer: StoreObserver | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -285,6 +306,10 @@ class Couch:
         time depends on its size), but a view query (``view``) only ``view_timeout``: its
         slowness means an index being built (IndexNotReady). ``grace``: see :meth:`_bounded`.
         """
+        if request_id := REQUEST_ID.get():
+            kwargs["headers"] = {**kwargs.get("headers", {}), "X-Request-ID": request_id}
+        started = time.monotonic()
+
         async def call() -> tuple[int, bytes]:
             async with self._http.request(method, url, **kwargs) as resp:
                 return resp.status, await resp.read()
@@ -294,10 +319,19 @@ class Couch:
             status, body = await self._bounded(call(), what, self.view_timeout if view else None, grace)
             data = json.loads(body) if body else None
         except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+            self._observe(method, started, type(exc).__name__)
             raise CouchUnavailable(f"CouchDB request {method} {url} failed: {exc!r}") from exc
+        except CouchUnavailable as exc:  # no answer within the bounds (_bounded)
+            self._observe(method, started, type(exc).__name__)
+            raise
+        self._observe(method, started, None if status in ok else str(status))
         if status not in ok:
             raise _refusal(status, data if isinstance(data, dict) else {"reason": body[:200]}, what, view)
         return status, data
+
+    def _observe(self, method: str, started: float, error: str | None) -> None:
+        if self.observer is not None:
+            self.observer(method, time.monotonic() - started, error)
 
     async def server_info(self) -> dict[str, Any]:
         return (await self._request("GET", self.url + "/"))[1]
@@ -329,6 +363,16 @@ class Couch:
         _, data = await self._request("POST", url, params=query, json={"keys": keys}, view=True)
         return data["rows"]
 
+    async def view_update_seq(self, ddoc: str, view: str) -> Any:
+        """The database sequence a view's index has caught up with, without updating it.
+
+        ``stale=ok`` (deprecated on CouchDB 3 but still meaning ``update=false&stable=true``) is the
+        one form both servers honour; pouchdb-server ignores ``update=false``.
+        """
+        url = self._path("_design", ddoc, "_view", view)
+        _, data = await self._request("GET", url, params={"limit": "0", "stale": "ok", "update_seq": "true"})
+        return data.get("update_seq")
+
     async def update_seq(self) -> Any:
         """The database's current sequence: opaque (a string on CouchDB 3, a number on pouchdb)."""
         return (await self.database_info())["update_seq"]
@@ -345,6 +389,42 @@ class Couch:
                                       params={"filter": "_doc_ids", "include_docs": "true"},
                                       json={"doc_ids": doc_ids})
         return [row["doc"] for row in data["results"] if row.get("doc")]
+
+    async def put_doc(self, doc: dict[str, Any]) -> str:
+        """Write a whole document and return its new revision; attachment stubs (``"stub": true``,
+        as a GET returns them) keep the attachments. Raises Conflict unless ``_rev`` is current."""
+        status, data = await self._request("PUT", self._path(doc["_id"]), json=doc, ok=(201, 202, 409))
+        if status == 409:
+            raise Conflict(doc["_id"])
+        return data["rev"]
+
+    async def all_docs(self, after: str | None, limit: int, conflicts: bool = False) -> list[dict[str, Any]]:
+        """Up to ``limit`` documents (bodies, no attachments) in id order, from the first id after ``after``;
+        with ``conflicts``, each conflicted one lists its losing revisions in ``_conflicts``."""
+        params = {"include_docs": "true", "limit": str(limit + 1 if after is not None else limit)}
+        if conflicts:
+            params["conflicts"] = "true"
+        if after is not None:
+            params["startkey"] = json.dumps(after)
+        _, data = await self._request("GET", self._path("_all_docs"), params=params)
+        docs = [row["doc"] for row in data["rows"] if row.get("doc")]
+        return [d for d in docs if d["_id"] != after][:limit]
+
+    async def get_revision(self, doc_id: str, rev: str) -> dict[str, Any] | None:
+        """One revision of a document (a losing one of a conflict too), or None if it is gone."""
+        status, data = await self._request("GET", self._path(doc_id), params={"rev": rev}, ok=(200, 404))
+        return data if status == 200 else None
+
+    async def get_local(self, name: str) -> dict[str, Any] | None:
+        """A ``_local`` document (never replicated, not in views or ``_all_docs``), or None."""
+        status, data = await self._request("GET", self._path("_local", name), ok=(200, 404))
+        return data if status == 200 else None
+
+    async def put_local(self, name: str, body: dict[str, Any]) -> None:
+        """Write a ``_local`` document, over whatever revision is there."""
+        current = await self.get_local(name)
+        body = dict(body, _rev=current["_rev"]) if current else dict(body)
+        await self._request("PUT", self._path("_local", name), json=body)
 
     # -- design documents ------------------------------------------------------------------
 

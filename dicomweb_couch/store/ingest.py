@@ -22,6 +22,7 @@ from dicomweb_couch.dicom.dicomjson import (
     parse_part10,
 )
 from dicomweb_couch.store.couch import Conflict, Couch, CouchRefused, CouchUnavailable
+from dicomweb_couch.store.upgrade import SYNTAX_FIELD, repair
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,12 @@ async def store_file(couch: Couch, fp: IO[bytes], md5: str, size: int, expected_
         log.warning("storing %s refused: %s", parsed.sop_instance_uid, exc)
         return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=OUT_OF_RESOURCES,
                        message="the database refused the instance (too large for it?)")
+    if not written:  # the same file again: a document the predecessor wrote may lack what ours hold
+        try:
+            if changes := await repair(couch, document(parsed, md5)):
+                log.info("repaired the document of %s: %s", parsed.sop_instance_uid, ", ".join(changes))
+        except CouchUnavailable as exc:
+            log.warning("could not repair the document of %s: %s", parsed.sop_instance_uid, exc)
     log.info("%s instance %s (%d bytes)", "stored" if written else "already had", parsed.sop_instance_uid, size)
     return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_uid, parsed.series_uid, written=written)
 
@@ -96,5 +103,5 @@ def document(parsed: ParsedInstance, md5: str) -> dict:
     """The instance document in dcmjs-org/dicomweb-server's layout, plus the transfer syntax."""
     doc = {"_id": parsed.sop_instance_uid, "dataset": parsed.dataset, "md5hash": md5}
     if parsed.transfer_syntax_uid:
-        doc["transferSyntaxUID"] = parsed.transfer_syntax_uid
+        doc[SYNTAX_FIELD] = parsed.transfer_syntax_uid
     return doc

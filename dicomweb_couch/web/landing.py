@@ -3,13 +3,15 @@
 ``/`` is also the predecessor's WADO-URI root, so a request with a query is a WADO-URI request
 (PS3.18 9) and goes there. Without one, a person gets a small HTML page and a monitoring client
 that asks for ``application/json`` the same facts as JSON; both are 503 while CouchDB does not
-answer, so a health check needs nothing else.
+answer, so a health check needs nothing else. The page is open, so it names the CouchDB address
+only to users who may read, and an error on it never names it (the log has the details).
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+import logging
 from dataclasses import asdict, dataclass, replace
 
 from aiohttp import web
@@ -17,18 +19,21 @@ from aiohttp import web
 from dicomweb_couch import __version__
 from dicomweb_couch.appkeys import CATALOG, COUCH, SETTINGS
 from dicomweb_couch.auth import AUTHENTICATOR, InvalidCredentials, Permission
+from dicomweb_couch.errors import STORE_UNAVAILABLE
 from dicomweb_couch.search.catalog import CatalogNotReady
 from dicomweb_couch.store.couch import CouchUnavailable, split_credentials
 from dicomweb_couch.web import wado_uri
 from dicomweb_couch.web.responses import dicomweb_root
 from dicomweb_couch.web.viewer import MOUNT, VIEWER_DIR, build_problem
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Status:
     version: str
-    couch_url: str
-    database: str
+    couch_url: str | None
+    database: str | None
     couch_version: str | None = None
     studies: int | None = None
     instances: int | None = None
@@ -52,17 +57,20 @@ async def may_read(request: web.Request) -> bool:
 
 
 async def status(app: web.Application, counts: bool = True) -> Status:
-    """CouchDB's version, and (``counts``) the archive's size from the study catalog (which QIDO-RS keeps current)."""
+    """CouchDB's version, and (``counts``: for users who may read) where it is and the archive's size
+    from the study catalog (which QIDO-RS keeps current)."""
     settings = app[SETTINGS]
-    facts = Status(version=__version__, couch_url=without_credentials(settings.couch_url),
-                   database=settings.database, viewer_error=await asyncio.to_thread(build_problem, app[VIEWER_DIR]))
+    facts = Status(version=__version__, couch_url=without_credentials(settings.couch_url) if counts else None,
+                   database=settings.database if counts else None,
+                   viewer_error=await asyncio.to_thread(build_problem, app[VIEWER_DIR]))
     try:
         facts = replace(facts, couch_version=str((await app[COUCH].server_info()).get("version")))
         if not counts:
             return facts
         studies, _ = await app[CATALOG].current(settings.index_patience)
-    except CouchUnavailable as exc:
-        return replace(facts, couch_error=str(exc))
+    except CouchUnavailable as exc:  # the details (which address, what failed) are for the log only
+        log.error("status page: CouchDB unavailable: %s", exc)
+        return replace(facts, couch_url=None, database=None, couch_error=STORE_UNAVAILABLE)
     except CatalogNotReady:  # a large archive being indexed for the first time: no counts yet
         return facts
     return replace(facts, studies=len(studies), instances=sum(study.instances for study in studies))
@@ -80,11 +88,10 @@ def render(status: Status, dicomweb: str) -> str:
         size = "counting (CouchDB is indexing)" if status.studies is None else f"{studies}, {instances}"
         if status.counts_hidden:
             size = "counts shown to signed-in users"
-        couch = (f"<td class=ok>reachable</td><td>CouchDB {e(status.couch_version or '?')} at "
-                 f"{e(status.couch_url)}, database <b>{e(status.database)}</b>: {size}</td>")
+        where = f" at {e(status.couch_url)}, database <b>{e(status.database or '')}</b>" if status.couch_url else ""
+        couch = f"<td class=ok>reachable</td><td>CouchDB {e(status.couch_version or '?')}{where}: {size}</td>"
     else:
-        couch = (f"<td class=bad>unavailable</td><td>{e(status.couch_url)}, database "
-                 f"<b>{e(status.database)}</b>: {e(status.couch_error)}</td>")
+        couch = f"<td class=bad>unavailable</td><td>{e(status.couch_error)}</td>"
     if status.viewer_error is None:
         viewer = f'<td class=ok>installed</td><td><a href="{MOUNT}/">open the OHIF Viewer</a></td>'
     else:

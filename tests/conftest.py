@@ -176,3 +176,26 @@ def make_client(aiohttp_client, couch_server: CouchServer, suite_auth: SuiteAuth
 @pytest.fixture
 async def client(make_client: MakeClient, couch_db_name: str) -> TestClient:
     return await make_client(couch_db_name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pinned OHIF Viewer build (scripts/ohif.py), installed once for the tests that need it.
+# ---------------------------------------------------------------------------------------------
+
+
+def unavailable(reason: str) -> None:
+    """Skip when something a test needs cannot be had on this machine; in CI (``CI=true``), fail."""
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{reason} (CI must run this test: .ci/run installs what it needs)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def installed_ohif_build() -> Path:
+    """The pinned OHIF build in its default place, installed now if it is not there (npm)."""
+    ohif = load_script("ohif")
+    try:
+        return ohif.install(ohif.DEFAULT_DEST, quiet=True)
+    except (ohif.OhifError, OSError) as exc:
+        unavailable(f"the OHIF build is not available: {exc}")
+        raise

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -105,14 +106,23 @@ def couch_server(local_couch_store: Any) -> CouchServer:
     return CouchServer(url=local_couch_store.url)
 
 
+@contextmanager
+def temporary_database(couch_server: CouchServer) -> Iterator[str]:
+    """A unique database name (not created); the database is deleted at the end if it exists."""
+    name = f"test_{uuid.uuid4().hex}"
+    try:
+        yield name
+    finally:
+        status, body = couch_server.request("DELETE", name)
+        if status not in (200, 202, 404):
+            raise AssertionError(f"could not delete test database {name}: {status} {body}")
+
+
 @pytest.fixture
 def couch_db_name(couch_server: CouchServer) -> Iterator[str]:
     """A unique database name (not created); the database is deleted after the test if it exists."""
-    name = f"test_{uuid.uuid4().hex}"
-    yield name
-    status, body = couch_server.request("DELETE", name)
-    if status not in (200, 202, 404):
-        raise AssertionError(f"could not delete test database {name}: {status} {body}")
+    with temporary_database(couch_server) as name:
+        yield name
 
 
 # =============================================================================

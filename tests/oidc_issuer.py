@@ -65,6 +65,7 @@ class OidcIssuer:
         self.clock: Callable[[], float] = time.time  # a tests.oidc_issuer.Clock to control time
         self.issued: dict[str, dict[str, Any]] = {}  # token -> claims, for introspection
         self.hits: Counter[str] = Counter()
+        self.failing: set[str] = set()  # endpoints (names as in hits) that answer 500, as a broken Keycloak
         self.url = ""
 
     # -- what the tests use ----------------------------------------------------------------------
@@ -133,6 +134,8 @@ class OidcIssuer:
 
     def _count(self, request: web.Request, name: str) -> None:
         self.hits[name] += 1
+        if name in self.failing:
+            raise web.HTTPInternalServerError(text='{"error":"unknown_error"}', content_type="application/json")
         if request.match_info["realm"] != self.realm:
             raise web.HTTPNotFound(text='{"error":"Realm does not exist"}', content_type="application/json")
 

@@ -25,7 +25,8 @@ from test_cli import assert_clean_error, clean_env, couch_env, run, server_proce
 from test_dicomweb_client import Study, run_cli
 
 from dicomweb_couch.auth import AUTHENTICATOR, Permission, challenge, required_permission
-from dicomweb_couch.auth.keycloak import CLOCK_SKEW, REFETCH_COOLDOWN, KeycloakConfig
+from dicomweb_couch.auth import Principal
+from dicomweb_couch.auth.keycloak import CLOCK_SKEW, KEYS_MAX_AGE, REFETCH_COOLDOWN, KeycloakConfig, _Remembered
 from dicomweb_couch.settings import Settings
 
 READ, WRITE, DELETE = "dicomweb-read", "dicomweb-write", "dicomweb-delete"
@@ -270,6 +271,47 @@ async def test_key_rotation_is_followed(secured, issuer, clock):
     await refused(secured, bearer(old), "does not publish")  # the withdrawn key no longer counts
 
 
+async def test_keys_are_fetched_again_when_old_and_withdrawn_keys_stop_counting(secured, issuer, clock):
+    old = issuer.mint()
+    assert (await secured.get("/studies", headers=bearer(old))).status == 200
+    issuer.rotate()
+    clock.advance(KEYS_MAX_AGE - 1)
+    assert (await secured.get("/studies", headers=bearer(old))).status == 200  # the keys are not old yet
+    assert issuer.hits["certs"] == 1
+    clock.advance(2)
+    await refused(secured, bearer(old), "does not publish")  # old: fetched again, the key is gone
+    assert issuer.hits["certs"] == 2
+    assert (await secured.get("/studies", headers=bearer(issuer.mint()))).status == 200
+
+
+async def test_a_failed_refetch_keeps_the_keys_it_had(secured, issuer, clock, caplog):
+    caplog.set_level(logging.WARNING, logger="dicomweb_couch.auth.keycloak")
+    token = issuer.mint()
+    assert (await secured.get("/studies", headers=bearer(token))).status == 200
+    issuer.failing.add("certs")
+    clock.advance(REFETCH_COOLDOWN)
+    stranger = new_key()
+    await refused(secured, bearer(issuer.mint(key=stranger)), "does not publish")  # 401, not 503
+    assert issuer.hits["certs"] == 2
+    assert "keeping the previous ones" in caplog.text
+    assert (await secured.get("/studies", headers=bearer(token))).status == 200
+    clock.advance(KEYS_MAX_AGE + 1)  # old keys and Keycloak still failing: the old keys still serve
+    assert (await secured.get("/studies", headers=bearer(token))).status == 200
+    issuer.failing.clear()
+    clock.advance(REFETCH_COOLDOWN)
+    issuer.published.append(stranger)
+    assert (await secured.get("/studies", headers=bearer(issuer.mint(key=stranger)))).status == 200
+
+
+async def test_a_first_fetch_that_fails_is_503_until_keycloak_answers(secured, issuer):
+    issuer.failing.add("certs")
+    resp = await secured.get("/studies", headers=bearer(issuer.mint()))
+    assert resp.status == 503
+    assert "did not give the keys of realm 'dicomweb'" in (await resp.json())["message"]
+    issuer.failing.clear()
+    assert (await secured.get("/studies", headers=bearer(issuer.mint()))).status == 200
+
+
 # -- roles: 403 --------------------------------------------------------------------------------------
 
 
@@ -424,6 +466,30 @@ async def test_introspection_of_opaque_tokens(make_client, couch_db_name, issuer
     await refused(client, bearer(issuer.opaque(azp="another-app")), "another-app")
     issuer.add_user("carol", "pw")
     assert (await client.get("/studies", headers=basic("carol", "pw"))).status == 200
+
+
+async def test_introspection_errors_are_503_and_not_remembered(make_client, couch_db_name, issuer):
+    client = await make_client(couch_db_name, **issuer.server_settings(keycloak_introspect=True))
+    token = issuer.opaque()
+    issuer.failing.add("introspect")
+    resp = await client.get("/studies", headers=bearer(token))
+    assert resp.status == 503
+    assert (await resp.json())["message"].startswith("Keycloak did not introspect the token")
+    issuer.failing.clear()
+    assert (await client.get("/studies", headers=bearer(token))).status == 200  # asked again
+
+
+def test_remembered_logins_are_evicted_oldest_first_and_expire():
+    clock = Clock()
+    remembered = _Remembered(clock, size=2)
+    people = {key: Principal(key.decode(), key.decode(), frozenset()) for key in (b"a", b"b", b"c")}
+    remembered.put(b"a", people[b"a"], clock() + 60)
+    remembered.put(b"b", people[b"b"], clock() + 60)
+    assert remembered.get(b"a") is people[b"a"]
+    remembered.put(b"c", people[b"c"], clock() + 10)
+    assert remembered.get(b"a") is None and remembered.get(b"b") is people[b"b"]  # a was the oldest
+    clock.advance(10)
+    assert remembered.get(b"c") is None and remembered.get(b"b") is people[b"b"]  # c expired
 
 
 # -- Keycloak unreachable or misconfigured: 503, not 500 ----------------------------------------------

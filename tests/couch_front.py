@@ -45,12 +45,11 @@ class CouchFront:
         ranged = self.ranges and request.method == "GET" and _ATTACHMENT.match(request.path)
         if request.headers.get("Range") and not ranged:
             headers["Range"] = request.headers["Range"]  # passed on, for the real server to ignore
-        async with aiohttp.ClientSession() as session:
-            async with session.request(request.method, self.backend + request.path_qs, headers=headers,
-                                       data=await request.read()) as answer:
-                body = await answer.read()
-                passed = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
-                status = answer.status
+        async with aiohttp.ClientSession() as session, session.request(
+                request.method, self.backend + request.path_qs, headers=headers, data=await request.read()) as answer:
+            body = await answer.read()
+            passed = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
+            status = answer.status
         if ranged and status == 200 and (match := re.fullmatch(r"bytes=(\d+)-", request.headers.get("Range", ""))):
             start, total = int(match.group(1)), len(body)
             if start < total:

@@ -17,15 +17,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 from conftest import REPO_ROOT
 from dicom_factory import make_instance, multipart
+from dicomweb_cli import Study, run_cli
 from jwcrypto import jwk, jwt
 from jwcrypto.common import base64url_encode, json_encode
 from oidc_issuer import Clock, OidcIssuer, basic, bearer, new_key
 from pydicom.uid import generate_uid
-from test_cli import assert_clean_error, clean_env, couch_env, run, server_process
-from test_dicomweb_client import Study, run_cli
+from server_process import assert_clean_error, clean_env, couch_env, run, server_process
 
-from dicomweb_couch.auth import AUTHENTICATOR, Permission, challenge, required_permission
-from dicomweb_couch.auth import Principal
+from dicomweb_couch.auth import AUTHENTICATOR, Permission, Principal, challenge, required_permission
 from dicomweb_couch.auth.keycloak import CLOCK_SKEW, KEYS_MAX_AGE, REFETCH_COOLDOWN, KeycloakConfig, _Remembered
 from dicomweb_couch.settings import Settings
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from dicom_factory import make_instance, multipart
 from pydicom.uid import generate_uid
-from test_cli import assert_clean_error, run
+from server_process import assert_clean_error, run
 
 from dicomweb_couch.settings import Settings
 from dicomweb_couch.web.cors import ALLOWED_HEADERS, normalize_origins

@@ -41,7 +41,7 @@ import pytest
 from conftest import REPO_ROOT, CouchServer, load_script, local_couch
 from dicomweb_client.api import DICOMwebClient
 from ohif_archive import CT_SLICES, Study, archive
-from test_cli import clean_env, couch_env
+from server_process import clean_env, couch_env
 
 CHROMIUM = os.environ.get("DICOMWEB_COUCH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -418,14 +418,18 @@ async def test_basic_credentials_are_exchanged_once_and_never_logged(secured, is
     assert "pässwörd" not in caplog.text and "wrong" not in caplog.text
 
 
-async def test_basic_token_is_kept_only_for_its_lifetime(secured, issuer, clock):
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.985])  # minted early, mid-way or late in a second
+async def test_basic_token_is_kept_only_for_its_lifetime(secured, issuer, clock, fraction):
+    """Kept until the token's ``exp`` (whole seconds, as Keycloak writes it), then exchanged anew."""
     issuer.add_user("bob", "secret")
     issuer.token_lifetime = 1
+    clock.advance(fraction)
     assert (await secured.get("/studies", headers=basic("bob", "secret"))).status == 200
-    clock.advance(0.999)
+    expires = int(clock()) + 1
+    clock.now = expires - 0.001
     assert (await secured.get("/studies", headers=basic("bob", "secret"))).status == 200
     assert issuer.hits["token"] == 1
-    clock.advance(0.001)  # the token's exp
+    clock.now = float(expires)  # the token's exp
     assert (await secured.get("/studies", headers=basic("bob", "secret"))).status == 200
     assert issuer.hits["token"] == 2
 

@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from dicomweb_couch import auth
-from dicomweb_couch.appkeys import CATALOG, COUCH, SETTINGS
+from dicomweb_couch.appkeys import CATALOG, COUCH, SEARCH, SETTINGS
 from dicomweb_couch.errors import error_middleware
 from dicomweb_couch.search.catalog import StudyCatalog
+from dicomweb_couch.search.engine import SearchEngine
 from dicomweb_couch.settings import Settings
 from dicomweb_couch.store import design_docs
 from dicomweb_couch.store.couch import Couch
@@ -22,6 +23,7 @@ from dicomweb_couch.web import (
     delete,
     frames,
     landing,
+    paths,
     qido,
     rendered,
     retrieve,
@@ -39,12 +41,14 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     couch = Couch(settings.couch_url, settings.database, settings.couch_user, settings.couch_password)
     info = await couch.open(settings.couch_wait)
-    log.info("CouchDB %s at %s, database %r", info.get("version"), settings.couch_url, settings.database)
+    log.info("CouchDB %s at %s, database %r", info.get("version"), couch.url, settings.database)
     for doc_id, content in design_docs.load().items():
         if await couch.install_design_doc(doc_id, content):
             log.info("installed design document %s (its indexes rebuild on the next query)", doc_id)
     app[COUCH] = couch
     app[CATALOG] = StudyCatalog(couch)
+    app[SEARCH] = SearchEngine(couch, app[CATALOG], default_limit=settings.qido_default_limit,
+                               max_limit=settings.qido_max_limit, patience=settings.index_patience)
     warmer = asyncio.create_task(app[CATALOG].keep_warm(settings.index_refresh))
     root = f"http://{settings.host}:{settings.port}"
     log.info("DICOMweb root (OHIF qidoRoot/wadoRoot): %s%s", root, settings.prefix)
@@ -63,7 +67,7 @@ def create_app(settings: Settings) -> web.Application:
         # says what was refused and why, so its chatter would only drown the server's own log.
         logging.getLogger("pydicom").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", module=r"pydicom\.")
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware, paths.check_uids])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_couch_context)
     auth.install(app, settings)

@@ -20,6 +20,16 @@ from dicomweb_couch.store.couch import CouchUnavailable
 log = logging.getLogger(__name__)
 
 
+STORE_UNAVAILABLE = "the archive's database is unavailable; try again in a few moments"
+"""What a client learns of a store failure: never the store's address, database or credentials."""
+
+
+def quoted(value: str, limit: int = 64) -> str:
+    """A client's value as a message quotes it: repr, cut after ``limit`` characters (a hostile
+    request can send kilobytes, which the answer need not echo)."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
 class DicomwebError(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -41,8 +51,8 @@ async def error_middleware(request: web.Request,
     except QueryError as exc:
         return problem(400, str(exc))
     except CouchUnavailable as exc:
-        log.error("CouchDB unavailable: %s", exc)
-        return problem(503, f"the database is unavailable: {exc}")
+        log.error("CouchDB unavailable: %s", exc)  # the details are for the operator, not the client
+        return problem(503, STORE_UNAVAILABLE)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from dicomweb_couch.store.couch import split_credentials
 from dicomweb_couch.web.cors import normalize_origins
 
 ENV_PREFIX = "DICOMWEB_COUCH_"
@@ -24,7 +25,7 @@ class Settings:
     port: int = 5985  # dcmjs-org/dicomweb-server's port, so existing viewer configs keep working
     couch_url: str = "http://127.0.0.1:5984"
     couch_user: str | None = None
-    couch_password: str | None = None
+    couch_password: str | None = field(default=None, repr=False)  # never in a log line
     database: str = "chronicle"  # dcmjs-org/dicomweb-server's database name: its data is served as is
     prefix: str = ""  # URL prefix of the DICOMweb routes, e.g. "/dicom-web"; "" = at the root
     log_level: str = "INFO"
@@ -41,7 +42,7 @@ class Settings:
     keycloak_url: str | None = None  # its authServerUrl, e.g. https://sso.example.org
     keycloak_realm: str | None = None
     keycloak_client_id: str | None = None
-    keycloak_client_secret: str | None = None
+    keycloak_client_secret: str | None = field(default=None, repr=False)
     keycloak_viewer_client_id: str | None = None  # the public client OHIF logs in with
     keycloak_introspect: bool = False  # ask Keycloak about each token (opaque tokens, revocation)
     auth_read_role: str = "realm:dicomweb-read"  # QIDO-RS, WADO-RS, WADO-URI; "" = any valid token
@@ -50,6 +51,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)  # origins whose pages may call the API; "*" any, () none
     ohif_dir: str = "var/ohif"  # the OHIF Viewer build served at /ohif/ (scripts/ohif.py installs it)
     ohif_config: str | None = None  # an app-config.js to serve instead of the generated one
+    client_timeout: float = 60.0  # seconds a request body may stall before the request is given up (408)
+    max_instance_size: int = 1 << 30  # bytes: larger STOW-RS parts are refused (0xA700) and not kept
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()
@@ -64,6 +67,12 @@ class Settings:
         if self.auth and self.auth not in AUTH_PROVIDERS:
             raise ValueError(f"auth={self.auth!r} is not one of {', '.join(AUTH_PROVIDERS)}")
         object.__setattr__(self, "cors_origins", normalize_origins(self.cors_origins))
+        if self.client_timeout <= 0 or self.max_instance_size <= 0:
+            raise ValueError("client_timeout and max_instance_size must be positive")
+        url, user, password = split_credentials(self.couch_url)  # never print a password with the URL
+        object.__setattr__(self, "couch_url", url)
+        object.__setattr__(self, "couch_user", self.couch_user if self.couch_user is not None else user)
+        object.__setattr__(self, "couch_password", self.couch_password if self.couch_password is not None else password)
 
     @property
     def auth_provider(self) -> str:

@@ -8,8 +8,9 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from dicomweb_couch.appkeys import SETTINGS
+from dicomweb_couch.dicom.dicomjson import element
 from dicomweb_couch.settings import Settings
-from dicomweb_couch.web.responses import DICOM_JSON, dicom_json, dicomweb_root, element, study_url
+from dicomweb_couch.web.responses import DICOM_JSON, dicom_json, dicomweb_root, study_url
 
 
 def request(prefix: str = "", host: str = "archive.example:8042", scheme: str = "http") -> web.Request:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiocouch
 import aiohttp
@@ -41,6 +42,23 @@ _JSON_HEADERS = {
     # pouchdb-server answers text/plain unless asked for JSON, which aiocouch cannot decode.
     "Accept": "application/json",
 }
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without its user and password, and those two (None when absent).
+
+    ``http://admin:SECRET@host:5984`` is how CouchDB URLs are often written; the password must
+    then travel as the session's basic auth only, never inside a URL that ends up in a log line
+    or an error message.
+    """
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None, None
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    user, password = parts.username, parts.password
+    return (urlunsplit(parts._replace(netloc=netloc)), unquote(user) if user is not None else None,
+            unquote(password) if password is not None else None)
 
 
 class CouchUnavailable(Exception):
@@ -81,9 +99,10 @@ class Couch:
     """Whether the server answers Range requests with 206 (None until a ranged read showed it)."""
 
     def __init__(self, url: str, database: str, user: str | None = None, password: str | None = None):
-        self.url = url.rstrip("/")
+        self.url, url_user, url_password = split_credentials(url.rstrip("/"))
         self.database = database
-        self._user, self._password = user, password
+        self._user = user if user is not None else url_user
+        self._password = password if password is not None else url_password
         self._server: aiocouch.CouchDB | None = None
         self._db: aiocouch.Database | None = None
 
@@ -354,15 +373,25 @@ class Couch:
             pending = conflicts
         raise CouchUnavailable(f"instance {pending[0]} kept conflicting with concurrent writes")
 
-    async def store_instance(self, doc: dict[str, Any], fp: IO[bytes], size: int) -> bool:
+    async def store_instance(self, doc: dict[str, Any], fp: IO[bytes], size: int, patience: float = 60.0) -> bool:
         """Store an instance document with its Part 10 file; False if that very file is already there.
 
         The first PUT carries no revision, so a new instance costs one write. On a conflict the
         stored ``md5hash`` (the predecessor's field) tells a repeated store, which is left alone,
-        from a new version of the instance, which replaces the old one.
+        from a new version of the instance, which replaces the old one: last write wins, and
+        True means this version was stored (a concurrent writer may replace it a moment later).
+
+        Writers of one SOP Instance UID at the same moment conflict with each other, and of N
+        of them the last needs N rounds; so a conflict is no outage and there is no fixed number
+        of tries: each one re-reads the revision and tries again after a short random pause,
+        for up to ``patience`` seconds. Only then :class:`Conflict` is raised: the instance was
+        not stored because other versions of it kept arriving, while the database was fine.
         """
         doc = dict(doc)
-        for _ in range(5):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        attempt = 0
+        while True:
             try:
                 await self.put_with_attachment(doc, fp, size)
                 return True
@@ -370,8 +399,11 @@ class Couch:
                 current = await self.get_doc(doc["_id"])
                 if current is None:  # deleted meanwhile: write without a revision
                     doc.pop("_rev", None)
-                    continue
-                if current.get("md5hash") == doc.get("md5hash") and ATTACHMENT in current.get("_attachments", {}):
+                elif current.get("md5hash") == doc.get("md5hash") and ATTACHMENT in current.get("_attachments", {}):
                     return False
-                doc["_rev"] = current["_rev"]
-        raise CouchUnavailable(f"instance {doc['_id']} kept conflicting with concurrent writes")
+                else:
+                    doc["_rev"] = current["_rev"]
+                if loop.time() >= deadline:
+                    raise
+                attempt += 1
+                await asyncio.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** attempt)))

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import html
 from dataclasses import asdict, dataclass, replace
-from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
 from dicomweb_couch import __version__
 from dicomweb_couch.appkeys import CATALOG, COUCH, SETTINGS
 from dicomweb_couch.search.catalog import CatalogNotReady
-from dicomweb_couch.store.couch import CouchUnavailable
+from dicomweb_couch.store.couch import CouchUnavailable, split_credentials
 from dicomweb_couch.web import wado_uri
 from dicomweb_couch.web.responses import dicomweb_root
 from dicomweb_couch.web.viewer import MOUNT, VIEWER_DIR, build_problem
@@ -38,11 +37,7 @@ class Status:
 
 def without_credentials(url: str) -> str:
     """The URL with any user and password taken out: the page is public."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return split_credentials(url)[0]
 
 
 async def status(app: web.Application) -> Status:

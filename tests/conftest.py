@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -105,14 +106,23 @@ def couch_server(local_couch_store: Any) -> CouchServer:
     return CouchServer(url=local_couch_store.url)
 
 
+@contextmanager
+def temporary_database(couch_server: CouchServer) -> Iterator[str]:
+    """A unique database name (not created); the database is deleted at the end if it exists."""
+    name = f"test_{uuid.uuid4().hex}"
+    try:
+        yield name
+    finally:
+        status, body = couch_server.request("DELETE", name)
+        if status not in (200, 202, 404):
+            raise AssertionError(f"could not delete test database {name}: {status} {body}")
+
+
 @pytest.fixture
 def couch_db_name(couch_server: CouchServer) -> Iterator[str]:
     """A unique database name (not created); the database is deleted after the test if it exists."""
-    name = f"test_{uuid.uuid4().hex}"
-    yield name
-    status, body = couch_server.request("DELETE", name)
-    if status not in (200, 202, 404):
-        raise AssertionError(f"could not delete test database {name}: {status} {body}")
+    with temporary_database(couch_server) as name:
+        yield name
 
 
 # =============================================================================
@@ -176,3 +186,26 @@ def make_client(aiohttp_client, couch_server: CouchServer, suite_auth: SuiteAuth
 @pytest.fixture
 async def client(make_client: MakeClient, couch_db_name: str) -> TestClient:
     return await make_client(couch_db_name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pinned OHIF Viewer build (scripts/ohif.py), installed once for the tests that need it.
+# ---------------------------------------------------------------------------------------------
+
+
+def unavailable(reason: str) -> None:
+    """Skip when something a test needs cannot be had on this machine; in CI (``CI=true``), fail."""
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{reason} (CI must run this test: .ci/run installs what it needs)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def installed_ohif_build() -> Path:
+    """The pinned OHIF build in its default place, installed now if it is not there (npm)."""
+    ohif = load_script("ohif")
+    try:
+        return ohif.install(ohif.DEFAULT_DEST, quiet=True)
+    except (ohif.OhifError, OSError) as exc:
+        unavailable(f"the OHIF build is not available: {exc}")
+        raise

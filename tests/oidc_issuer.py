@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,6 +26,23 @@ from aiohttp import web
 from jwcrypto import jwk, jwt
 
 ROLES = ("dicomweb-read", "dicomweb-write", "dicomweb-delete")  # the server's default role names
+
+
+class Clock:
+    """A clock that moves only when told: the issuer's and the server's time in the tests that
+    depend on time (token lifetimes, key fetch cool-downs), so that they cannot depend on the
+    real clock's fraction of a second or on the machine's speed. It starts at a whole second of
+    the real time (JWT times are whole seconds), because the JWT library checks ``exp`` against
+    the real clock, with the server's 30 s leeway."""
+
+    def __init__(self) -> None:
+        self.now = float(int(time.time()))
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def new_key(kty: str = "RSA", use: str = "sig") -> jwk.JWK:
@@ -45,8 +62,10 @@ class OidcIssuer:
         self.published = [self.signing_key, self.encryption_key]
         self.users: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.token_lifetime = 300
+        self.clock: Callable[[], float] = time.time  # a tests.oidc_issuer.Clock to control time
         self.issued: dict[str, dict[str, Any]] = {}  # token -> claims, for introspection
         self.hits: Counter[str] = Counter()
+        self.failing: set[str] = set()  # endpoints (names as in hits) that answer 500, as a broken Keycloak
         self.url = ""
 
     # -- what the tests use ----------------------------------------------------------------------
@@ -65,7 +84,7 @@ class OidcIssuer:
 
     def claims(self, roles: tuple[str, ...] = ROLES, lifetime: float | None = None, **override: Any) -> dict[str, Any]:
         """An access token's claims as Keycloak writes them; ``override`` replaces or (None) removes."""
-        now = int(time.time())
+        now = int(self.clock())
         claims = {
             "exp": now + int(self.token_lifetime if lifetime is None else lifetime), "iat": now,
             "jti": str(uuid.uuid4()), "iss": self.issuer, "aud": "account", "sub": str(uuid.uuid4()),
@@ -115,6 +134,8 @@ class OidcIssuer:
 
     def _count(self, request: web.Request, name: str) -> None:
         self.hits[name] += 1
+        if name in self.failing:
+            raise web.HTTPInternalServerError(text='{"error":"unknown_error"}', content_type="application/json")
         if request.match_info["realm"] != self.realm:
             raise web.HTTPNotFound(text='{"error":"Realm does not exist"}', content_type="application/json")
 
@@ -164,7 +185,7 @@ class OidcIssuer:
         if not self._client_ok(form):
             return web.json_response({"error": "invalid_client"}, status=401)
         claims = self.issued.get(str(form.get("token")))
-        if claims is None or claims["exp"] < time.time():
+        if claims is None or claims["exp"] < self.clock():
             return web.json_response({"active": False})
         return web.json_response({**claims, "active": True, "client_id": claims["azp"], "token_type": "Bearer"})
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 
 import pytest
 from dicom_factory import make_instance, stow
 from pydicom.uid import generate_uid
 
 from dicomweb_couch.appkeys import CATALOG, COUCH
+from dicomweb_couch.search import catalog as catalog_module
 from dicomweb_couch.search.catalog import CatalogNotReady, StudyCatalog, StudyIndex, StudySummary
 
 
@@ -66,15 +69,86 @@ async def test_deletion_behind_the_servers_back_is_seen(client, couch_server, co
     assert record["00201208"]["Value"] == [2]
 
 
-async def test_catalog_survives_a_large_backlog(client, monkeypatch):
-    """More changes than worth replaying: the catalog re-reads the view instead."""
+def catalog_reads(caplog: pytest.LogCaptureFixture) -> int:
+    """How often a catalog was read whole from the view so far (it logs each full read)."""
+    return sum("reading the study catalog" in r.getMessage() for r in caplog.records)
+
+
+async def test_catalog_survives_a_large_backlog(client, monkeypatch, caplog):
+    """More changes than worth replaying: the catalog re-reads the view instead; fewer are replayed."""
+    caplog.set_level(logging.INFO, logger="dicomweb_couch.search.catalog")
     monkeypatch.setattr("dicomweb_couch.search.catalog.REBUILD_AFTER", 2)
-    study, series = generate_uid(), generate_uid()
-    await client.get("/studies")
-    assert (await stow(client, [make_instance(study, series, instance_number=i) for i in range(5)]))[0] == 200
+    assert (await client.get("/studies")).status == 200
+    reads = catalog_reads(caplog)
+    assert reads >= 1
+    small = generate_uid()
+    assert (await stow(client, [make_instance(small, generate_uid())]))[0] == 200
     [record] = await (await client.get("/studies")).json()
-    assert record["00201208"]["Value"] == [5]
+    assert record["00201208"]["Value"] == [1]
+    assert catalog_reads(caplog) == reads  # one change: replayed
+    study, series = generate_uid(), generate_uid()
+    assert (await stow(client, [make_instance(study, series, instance_number=i) for i in range(5)]))[0] == 200
+    records = await (await client.get("/studies", params={"StudyInstanceUID": study})).json()
+    assert [r["00201208"]["Value"] for r in records] == [[5]]
+    assert catalog_reads(caplog) == reads + 1  # five changes: read again
     assert client.app[CATALOG].get(study) is not None
+
+
+async def test_replay_of_several_batches_of_changes(client, monkeypatch, caplog):
+    """A backlog longer than one ``_changes`` batch is replayed batch after batch, every study kept."""
+    caplog.set_level(logging.INFO, logger="dicomweb_couch.search.catalog")
+    monkeypatch.setattr("dicomweb_couch.search.catalog.CHANGES_BATCH", 2)
+    couch = client.app[COUCH]
+    calls = []
+    real_changes = couch.changes
+
+    async def counted_changes(since, limit):
+        calls.append(limit)
+        return await real_changes(since, limit)
+
+    monkeypatch.setattr(couch, "changes", counted_changes)
+    assert (await client.get("/studies")).status == 200
+    reads = catalog_reads(caplog)
+    studies = {generate_uid(): n for n in (1, 2, 3, 1, 2)}
+    for study, count in studies.items():
+        files = [make_instance(study, generate_uid(), instance_number=i) for i in range(count)]
+        assert (await stow(client, files))[0] == 200
+    calls.clear()
+    records = await (await client.get("/studies")).json()
+    assert {r["0020000D"]["Value"][0]: r["00201208"]["Value"][0] for r in records} == studies
+    assert len(calls) >= 5 and set(calls) == {2}  # 9 changes, 2 at a time
+    assert catalog_reads(caplog) == reads  # replayed, not read again
+
+
+async def test_background_refresher_fails_and_retries(client, caplog):
+    """While CouchDB is unreachable the background refresher logs and tries again; once it is back
+    the catalog catches up by itself."""
+    caplog.set_level(logging.WARNING)
+    couch = client.app[COUCH]
+    catalog = StudyCatalog(couch)
+    study = generate_uid()
+    assert (await stow(client, [make_instance(study, generate_uid())]))[0] == 200
+    real_url = couch.url
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        couch.url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    warm = asyncio.create_task(catalog.keep_warm(0.05))
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while sum("background index update failed" in r.getMessage() for r in caplog.records) < 2:
+            assert loop.time() < deadline, "the refresher did not try again"
+            await asyncio.sleep(0.05)
+        assert catalog.get(study) is None
+        couch.url = real_url
+        while catalog.get(study) is None:
+            assert loop.time() < deadline, "the refresher did not recover"
+            await asyncio.sleep(0.05)
+    finally:
+        couch.url = real_url
+        warm.cancel()
+        await asyncio.gather(warm, return_exceptions=True)
+    assert catalog.get(study).instances == 1
 
 
 async def test_a_slow_first_read_is_not_waited_for(client):
@@ -89,11 +163,27 @@ async def test_a_slow_first_read_is_not_waited_for(client):
     assert (await catalog.current(patience=5))[1] is False
 
 
-async def test_search_during_index_update_answers_at_once(make_client, couch_db_name):
+async def test_search_during_index_update_answers_at_once(make_client, couch_db_name, monkeypatch):
+    """With no patience: while the first read runs, a search is 503 with Retry-After; once it has
+    run, a search answers from it while the next update runs (Warning). The first read is held
+    back here until the 503 has been seen, so both branches are taken every time."""
+    release = asyncio.Event()
+    real_study_rows = catalog_module.study_rows
+
+    async def held_study_rows(couch, uid=None):
+        await release.wait()
+        return await real_study_rows(couch, uid)
+
+    monkeypatch.setattr(catalog_module, "study_rows", held_study_rows)
     client = await make_client(couch_db_name, index_patience=0)
     resp = await client.get("/studies")
-    if resp.status == 503:  # the catalog's first read was still running
-        assert resp.headers["Retry-After"] == "10" and "being built" in (await resp.json())["message"]
-        while (resp := await client.get("/studies")).status == 503:
-            await asyncio.sleep(0.1)
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "10" and "being built" in (await resp.json())["message"]
+    release.set()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while (resp := await client.get("/studies")).status == 503:
+        assert loop.time() < deadline, "the first read did not finish"
+        await asyncio.sleep(0.1)
     assert resp.status == 200 and "being updated" in resp.headers["Warning"]
+    assert await resp.json() == []

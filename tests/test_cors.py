@@ -7,7 +7,7 @@ import json
 import pytest
 from dicom_factory import make_instance, multipart
 from pydicom.uid import generate_uid
-from test_cli import assert_clean_error, run
+from server_process import assert_clean_error, run
 
 from dicomweb_couch.settings import Settings
 from dicomweb_couch.web.cors import ALLOWED_HEADERS, normalize_origins
@@ -64,6 +64,9 @@ async def test_a_wrong_method_is_a_readable_405(client):
     resp = await client.delete("/wado", headers={"Origin": ORIGIN})
     assert resp.status == 405
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert resp.content_type == "application/json"
+    assert await resp.json() == {"status": 405, "error": "Method Not Allowed", "message": "Method Not Allowed"}
+    assert set(resp.headers["Allow"].split(",")) >= {"GET"} and "DELETE" not in resp.headers["Allow"]
 
 
 async def test_qido_warning_can_be_read_by_the_page(client):
@@ -105,6 +108,7 @@ async def test_options_without_preflight_is_no_preflight(client):
     resp = await client.options("/studies", headers={"Origin": ORIGIN})
     assert resp.status == 405
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert (await resp.json())["status"] == 405 and "OPTIONS" not in resp.headers["Allow"]
 
 
 async def test_restricted_origins(make_client, couch_db_name):

@@ -26,7 +26,7 @@ from dicomweb_couch.dicom.levels import view_constants
 from dicomweb_couch.store import design_docs
 
 DDOC_ID = "_design/qido"
-VIEWS_DIR = REPO_ROOT / "design_docs" / "qido" / "views"
+VIEWS_DIR = REPO_ROOT / "dicomweb_couch" / "design_docs" / "qido" / "views"
 REDUCE_VIEWS = ("series", "studies")
 
 

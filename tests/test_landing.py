@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 from conftest import local_couch
 from dicom_factory import make_instance, stow
 from pydicom.uid import generate_uid
-from test_viewer import write_build
+from viewer_build import write_build
 
 from dicomweb_couch import __version__
 from dicomweb_couch.app import create_app

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, CouchServer, local_couch
+from conftest import REPO_ROOT, CouchServer, local_couch, temporary_database
 
 
 def test_server_answers_root_with_json(couch_server: CouchServer) -> None:
@@ -36,9 +36,20 @@ def test_create_db_put_and_get_doc(couch_server: CouchServer, couch_db_name: str
 
 
 def test_db_name_fixture_cleans_up(couch_server: CouchServer, couch_db_name: str) -> None:
+    """The fixture names a database it did not create, and deletes it, with what the test put in
+    it, at the end (``temporary_database`` is what the fixture runs)."""
     assert couch_db_name.startswith("test_")
     status, _ = couch_server.request("GET", couch_db_name)
     assert status == 404  # not created by the fixture
+    with temporary_database(couch_server) as name:
+        assert name != couch_db_name
+        assert couch_server.request("PUT", name)[0] in (201, 202)
+        assert couch_server.request("PUT", f"{name}/doc", {"a": 1})[0] in (201, 202)
+    assert couch_server.request("GET", name)[0] == 404
+    assert name not in couch_server.request("GET", "_all_dbs")[1]
+    with temporary_database(couch_server) as never_created:
+        pass  # a database the test never made is no error
+    assert couch_server.request("GET", never_created)[0] == 404
 
 
 def test_local_store_keeps_everything_in_its_data_dir(local_couch_store: Any) -> None:

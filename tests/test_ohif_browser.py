@@ -38,10 +38,10 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pydicom
 import pytest
-from conftest import REPO_ROOT, CouchServer, load_script, local_couch
+from conftest import REPO_ROOT, CouchServer, local_couch, unavailable
 from dicomweb_client.api import DICOMwebClient
 from ohif_archive import CT_SLICES, Study, archive
-from test_cli import clean_env, couch_env
+from server_process import clean_env, couch_env
 
 CHROMIUM = os.environ.get("DICOMWEB_COUCH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -50,15 +50,6 @@ OUTPUT = REPO_ROOT / "test-output" / "ohif"
 VIEWPORT = {"width": 1400, "height": 900}
 TIMEOUT_MS = 60_000  # OHIF's first load parses a 17 MB bundle; software WebGL is slow on CI
 START_TIMEOUT = 30
-
-ohif = load_script("ohif")
-
-
-def unavailable(reason: str) -> None:
-    """Skip when something the browser tests need is missing here; in CI, fail instead."""
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"{reason} (CI must run the browser tests: .ci/run installs chromium and npm)")
-    pytest.skip(reason)
 
 
 # -- the servers ------------------------------------------------------------------------------
@@ -117,12 +108,8 @@ class Viewer:
 
 
 @pytest.fixture(scope="module")
-def ohif_build() -> Path:
-    try:
-        return ohif.install(ohif.DEFAULT_DEST, quiet=True)
-    except (ohif.OhifError, OSError) as exc:
-        unavailable(f"the OHIF build is not available: {exc}")
-        raise
+def ohif_build(installed_ohif_build: Path) -> Path:
+    return installed_ohif_build
 
 
 @pytest.fixture(scope="module")

@@ -92,9 +92,8 @@ def test_install_refuses_a_folder_it_did_not_make(tmp_path):
     assert (dest / "precious.txt").read_text() == "keep me"
 
 
-def test_install_refuses_a_tarball_of_another_integrity(tmp_path, monkeypatch):
-    if not ohif.is_installed(ohif.DEFAULT_DEST):
-        pytest.skip("needs the pinned tarball in npm's cache (tests/test_ohif_browser.py installs it)")
+def test_install_refuses_a_tarball_of_another_integrity(tmp_path, monkeypatch, installed_ohif_build):
+    """``installed_ohif_build`` put the pinned tarball in npm's cache: here it is fetched again."""
     monkeypatch.setattr(ohif, "INTEGRITY", "sha512-not-the-real-one")
     with pytest.raises(ohif.OhifError, match="refusing to install it"):
         ohif.install(tmp_path / "ohif", quiet=True)
@@ -109,11 +108,10 @@ def test_status_command(tmp_path):
     assert "is not installed" in result.stdout
 
 
-def test_the_installed_build_links_only_to_its_own_files():
+def test_the_installed_build_links_only_to_its_own_files(installed_ohif_build):
     """The real pinned build, as installed: every file index.html loads is there, under /ohif/."""
-    dest = ohif.DEFAULT_DEST
-    if not ohif.is_installed(dest):
-        pytest.skip(f"the OHIF build is not installed in {dest} (tests/test_ohif_browser.py installs it)")
+    dest = installed_ohif_build
+    assert ohif.is_installed(dest)
     index = (dest / "index.html").read_text()
     links = re.findall(r'(?:src|href)="([^"]+)"', index)
     assert links and all(link.startswith("/ohif/") for link in links), links

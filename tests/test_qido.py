@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,9 +10,13 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from dicom_factory import make_instance, stow
 from pydicom.data import get_charset_files
 from pydicom.uid import generate_uid
+
+from dicomweb_couch.app import create_app
+from dicomweb_couch.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -48,25 +53,34 @@ ALL = [A, B, C, D, *FILLERS]
 OHIF_LIST = {"limit": "101", "offset": "0", "fuzzymatching": "false",
              "includefield": "00081030,00080060,00080090,00100030"}
 
-_loaded: set[str] = set()
-
-
 @pytest.fixture(scope="module")
-def archive_db(couch_server) -> Iterator[str]:
+def archive_db(couch_server, suite_auth) -> Iterator[str]:
+    """A database holding the studies of ALL, stored once for the module through STOW-RS (in an
+    event loop of its own: the tests' loops live one test each)."""
     name = f"test_qido_{uuid.uuid4().hex[:12]}"
-    yield name
-    couch_server.request("DELETE", f"/{name}")
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_load(couch_server, suite_auth, name))
+        yield name
+    finally:
+        loop.close()
+        couch_server.request("DELETE", f"/{name}")
+
+
+async def _load(couch_server, suite_auth, database: str) -> None:
+    settings = Settings(couch_url=couch_server.url, couch_user=couch_server.user,
+                        couch_password=couch_server.password, database=database, couch_wait=30,
+                        **suite_auth.settings)
+    async with TestClient(TestServer(create_app(settings)), headers=suite_auth.headers) as client:
+        for s in ALL:
+            status, body = await stow(client, s.files())
+            assert status == 200, body
 
 
 @pytest.fixture
 async def qido(make_client, archive_db):
-    client = await make_client(archive_db)
-    if archive_db not in _loaded:
-        for s in ALL:
-            status, _ = await stow(client, s.files())
-            assert status == 200
-        _loaded.add(archive_db)
-    return client
+    """A server on the loaded archive (which the tests only read)."""
+    return await make_client(archive_db)
 
 
 def value(record: dict, tag: str):
@@ -260,6 +274,19 @@ async def test_study_search_on_series_and_instance_attributes(qido):
     assert sorted(await studies(qido, SOPClassUID="1.2.840.10008.5.1.4.1.1.4")) == sorted(uids(B, C))
     assert await studies(qido, InstanceNumber="3") == [A.uid]
     assert await studies(qido, InstanceNumber="3", Modality="MR") == []
+
+
+async def test_study_search_with_series_and_instance_filters_together(qido):
+    """Series and instance keys must hold for one instance in one matching series (PS3.4 C.4.1.3.1,
+    relational): B has an instance number 2 and a series "CT series 2", but its number 2 is in
+    "MR series 1"; A's number 3 is in its first series only."""
+    assert await studies(qido, SeriesDescription="CT series 2", InstanceNumber="2") == [A.uid]
+    assert await studies(qido, SeriesDescription="CT series 2", InstanceNumber="3") == []
+    assert await studies(qido, SeriesDescription="MR series 1", InstanceNumber="2") == [B.uid]
+    assert sorted(await studies(qido, SeriesDescription="MR series 1", InstanceNumber="1")) == sorted(uids(B, C))
+    assert await studies(qido, SeriesDescription="MR series 1", InstanceNumber="2", PatientID="PAT-3") == []
+    # At study level Modality is matched as ModalitiesInStudy (a study attribute), not per series:
+    assert sorted(await studies(qido, Modality="CT", InstanceNumber="2")) == sorted(uids(A, B))
 
 
 async def test_combined_date_time_range(qido):

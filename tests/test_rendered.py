@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pydicom
@@ -12,12 +13,44 @@ from PIL import Image
 from pydicom.uid import generate_uid
 from wado_helpers import TEST_FILES, corrupt_rle, frames_of, media_type, multiframe, parts, path, store
 
-from dicomweb_couch.dicom.rendering import Window, apply_window, parse_parameters, to_8bit
+from dicomweb_couch.dicom.rendering import Window, apply_window, parse_parameters
 from dicomweb_couch.errors import DicomwebError
 
 
 def image(body: bytes) -> Image.Image:
     return Image.open(io.BytesIO(body))
+
+
+def voi(x: float, center: float, width: float, function: str = "LINEAR") -> float:
+    """PS3.3 C.11.2.1.2.1 (LINEAR), C.11.2.1.3.2 (LINEAR_EXACT), C.11.2.1.3.1 (SIGMOID), written
+    here from the standard's formulas, one value at a time, with output range 0..255."""
+    if function == "SIGMOID":
+        return 255 / (1 + math.exp(-4 * (x - center) / width))
+    if function == "LINEAR_EXACT":
+        if x <= center - width / 2:
+            return 0
+        if x > center + width / 2:
+            return 255
+        return ((x - center) / width + 0.5) * 255
+    if x <= center - 0.5 - (width - 1) / 2:
+        return 0
+    if x > center - 0.5 + (width - 1) / 2:
+        return 255
+    return ((x - (center - 0.5)) / (width - 1) + 0.5) * 255
+
+
+def expected_gray(ds: pydicom.Dataset, center: float | None = None, width: float | None = None,
+                  function: str = "LINEAR") -> np.ndarray:
+    """What a monochrome image should look like: stored values through the Modality LUT (rescale),
+    the VOI window (the stored one unless given), MONOCHROME1 inverted (PS3.4 N.2.1)."""
+    slope, intercept = float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
+    if center is None:
+        center, width = float(ds.WindowCenter), float(ds.WindowWidth)
+    out = np.empty((ds.Rows, ds.Columns), dtype=np.uint8)
+    for (r, c), stored in np.ndenumerate(ds.pixel_array):
+        gray = round(voi(int(stored) * slope + intercept, center, width, function))
+        out[r, c] = 255 - gray if ds.PhotometricInterpretation == "MONOCHROME1" else gray
+    return out
 
 
 @pytest.mark.parametrize("name, mode", [
@@ -45,26 +78,25 @@ async def test_monochrome_pipeline_uses_the_stored_window(client):
     ds = pydicom.dcmread(io.BytesIO(data))
     uids = await store(client, data)
     png = np.asarray(image(await (await client.get(path(uids) + "/rendered", headers={"Accept": "image/png"})).read()))
-    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-    assert np.array_equal(png, np.rint(apply_window(hu, Window(40, 400)) * 255).astype(np.uint8))
-    assert np.array_equal(png, to_8bit(ds.pixel_array, ds))
+    expected = expected_gray(ds)
+    assert len(np.unique(expected)) > 50  # a window that shows many gray levels, not a black-and-white picture
+    assert np.array_equal(png, expected)
 
 
 async def test_window_parameter_overrides_and_monochrome1_inverts(client):
     data = make_instance(generate_uid(), generate_uid(), rows=16, columns=16)
     ds = pydicom.dcmread(io.BytesIO(data))
-    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
     uids = await store(client, data)
-    for query, window in (("window=0,8000", Window(0, 8000)), ("window=-300,600,linear_exact", Window(-300, 600, "LINEAR_EXACT")),
-                          ("window=-300,600,SIGMOID", Window(-300, 600, "SIGMOID"))):
+    for query, window in (("window=0,8000", (0, 8000, "LINEAR")),
+                          ("window=-300,600,linear_exact", (-300, 600, "LINEAR_EXACT")),
+                          ("window=-300,600,SIGMOID", (-300, 600, "SIGMOID"))):
         shown = await (await client.get(path(uids) + "/rendered?" + query, headers={"Accept": "image/png"})).read()
-        assert np.array_equal(np.asarray(image(shown)), np.rint(apply_window(hu, window) * 255).astype(np.uint8))
-    ds = pydicom.dcmread(TEST_FILES["6278"])  # MONOCHROME1
+        assert np.array_equal(np.asarray(image(shown)), expected_gray(ds, *window)), query
+    ds = pydicom.dcmread(TEST_FILES["6278"])  # MONOCHROME1, window 1600/2800, rescale 0.684/200
     assert ds.PhotometricInterpretation == "MONOCHROME1"
     uids = await store(client, TEST_FILES["6278"].read_bytes())
     shown = np.asarray(image(await (await client.get(path(uids) + "/rendered", headers={"Accept": "image/png"})).read()))
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    assert np.array_equal(shown, 255 - to_8bit(ds.pixel_array, ds))
+    assert np.array_equal(shown, expected_gray(ds))
 
 
 async def test_viewport_scales_crops_and_flips(client):
@@ -102,17 +134,30 @@ async def test_frames_rendered_one_or_several(client):
 
 
 async def test_study_and_series_rendered_and_thumbnails(client):
-    study, ct, mr = generate_uid(), generate_uid(), generate_uid()
-    files = [make_instance(study, ct, instance_number=n, rows=40, columns=60) for n in (3, 1, 2)]
-    files.append(make_instance(study, mr, modality="MR", rows=40, columns=60))
+    """A series' thumbnail is its middle image by InstanceNumber; a study's, that of its first series
+    (in UID order). The instances differ in width, so an image's size tells which one it shows."""
+    study = generate_uid(prefix=None)
+    ct, mr = study + ".1", study + ".2"
+    sops = {n: generate_uid() for n in (3, 1, 2)}
+    files = [make_instance(study, ct, sops[n], instance_number=n, rows=40, columns=columns)
+             for n, columns in ((3, 64), (1, 62), (2, 60))]
+    files.append(make_instance(study, mr, modality="MR", rows=40, columns=80))
     assert (await stow(client, files))[0] == 200
     got = await parts(await client.get(f"/studies/{study}/rendered", headers={"Accept": "image/jpeg"}))
     assert len(got) == 4 and all(media_type(p) == "image/jpeg" for p in got)
+    assert sorted(image(p.body).size for p in got) == [(60, 40), (62, 40), (64, 40), (80, 40)]
     got = await parts(await client.get(f"/studies/{study}/series/{mr}/rendered"))
-    assert len(got) == 1
+    assert [image(p.body).size for p in got] == [(80, 40)]
+    middle = await client.get(path((study, ct, sops[2])) + "/thumbnail", headers={"Accept": "image/png"})
+    middle_pixels = np.asarray(image(await middle.read()))
     for url in (f"/studies/{study}/thumbnail", f"/studies/{study}/series/{ct}/thumbnail"):
         resp = await client.get(url, headers={"Accept": "image/png"})
-        assert resp.status == 200 and image(await resp.read()).size == (128, 85)
+        assert resp.status == 200
+        shown = image(await resp.read())
+        assert shown.size == (128, 85)  # 60 x 40 scaled to 128 wide: instance number 2
+        assert np.array_equal(np.asarray(shown), middle_pixels)
+    resp = await client.get(f"/studies/{study}/series/{mr}/thumbnail", headers={"Accept": "image/png"})
+    assert image(await resp.read()).size == (128, 64)
     resp = await client.get(f"/studies/{study}/series/{ct}/thumbnail?viewport=30,30")
     assert image(await resp.read()).size == (30, 20)
 

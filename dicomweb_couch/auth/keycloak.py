@@ -100,15 +100,15 @@ def _read_file(path: str) -> dict[str, str]:
 class _Remembered:
     """Principals by credential digest until they expire; past ``size`` the oldest go first."""
 
-    def __init__(self, size: int = REMEMBERED):
+    def __init__(self, clock: Callable[[], float], size: int = REMEMBERED):
         self._entries: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
-        self._size = size
+        self._clock, self._size = clock, size
 
     def get(self, key: bytes) -> Principal | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry[0] <= time.time():
+        if entry[0] <= self._clock():
             del self._entries[key]
             return None
         return entry[1]
@@ -121,6 +121,11 @@ class _Remembered:
 
 
 class KeycloakAuthenticator:
+    clock: Callable[[], float] = staticmethod(time.time)
+    """Wall-clock time, for token lifetimes (``exp``, ``nbf``); replaced by tests to make expiry exact."""
+    monotonic: Callable[[], float] = staticmethod(time.monotonic)
+    """The clock of key fetches (cool-down, maximum age); replaced by tests likewise."""
+
     def __init__(self, config: KeycloakConfig, roles: Mapping[Permission, str]):
         self.realm = config.realm
         self._config, self._roles = config, dict(roles)
@@ -132,7 +137,7 @@ class KeycloakAuthenticator:
         self._issuer = ""
         self._fetched = -math.inf
         self._lock = asyncio.Lock()
-        self._remembered = _Remembered()
+        self._remembered = _Remembered(lambda: self.clock())
         self._salt = os.urandom(32)  # digests of credentials kept in memory are useless elsewhere
 
     def viewer_login(self) -> dict[str, Any] | None:
@@ -200,7 +205,7 @@ class KeycloakAuthenticator:
         """What a signature (or Keycloak's introspection) does not say: that the token is valid
         now, is an access token (not an ID or refresh token) and is meant for this server."""
         nbf = claims.get("nbf")
-        if isinstance(nbf, (int, float)) and nbf > time.time() + CLOCK_SKEW:
+        if isinstance(nbf, (int, float)) and nbf > self.clock() + CLOCK_SKEW:
             raise InvalidCredentials(f"the token is not valid before {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(nbf))}")
         typ = claims.get("typ")
         if typ is not None and str(typ).lower() != "bearer":
@@ -215,14 +220,14 @@ class KeycloakAuthenticator:
     async def _key_set(self, unknown_kid: bool = False) -> jwk.JWKSet:
         """The realm's signing keys, fetched when missing, old, or asked for by an unknown key id."""
         async with self._lock:
-            age = time.monotonic() - self._fetched
+            age = self.monotonic() - self._fetched
             if self._keys is None or age > KEYS_MAX_AGE or (unknown_kid and age >= REFETCH_COOLDOWN):
                 await self._fetch_keys()
             assert self._keys is not None
             return self._keys
 
     async def _fetch_keys(self) -> None:
-        self._fetched = time.monotonic()
+        self._fetched = self.monotonic()
         try:
             issuer = (await self._openid.a_well_known())["issuer"]
             keys = jwk.JWKSet()
@@ -274,8 +279,9 @@ class KeycloakAuthenticator:
             claims = await claims_of()
             principal = self._principal(claims)
             expires = claims.get("exp")
-            expires = float(expires) if isinstance(expires, (int, float)) else time.time()
-            self._remembered.put(key, principal, min(expires, time.time() + max_age))
+            now = self.clock()
+            expires = float(expires) if isinstance(expires, (int, float)) else now
+            self._remembered.put(key, principal, min(expires, now + max_age))
         return principal
 
     def _principal(self, claims: Mapping[str, Any]) -> Principal:

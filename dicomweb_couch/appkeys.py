@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from dicomweb_couch.dimse.gateway import Gateway
 from dicomweb_couch.search.catalog import StudyCatalog
 from dicomweb_couch.settings import Settings
 from dicomweb_couch.store.couch import Couch
@@ -9,3 +10,4 @@ from dicomweb_couch.store.couch import Couch
 SETTINGS = web.AppKey("settings", Settings)
 COUCH = web.AppKey("couch", Couch)
 CATALOG = web.AppKey("catalog", StudyCatalog)
+GATEWAY = web.AppKey("gateway", Gateway)  # only when dimse_port is set

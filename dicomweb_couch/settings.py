@@ -50,6 +50,16 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)  # origins whose pages may call the API; "*" any, () none
     ohif_dir: str = "var/ohif"  # the OHIF Viewer build served at /ohif/ (scripts/ohif.py installs it)
     ohif_config: str | None = None  # an app-config.js to serve instead of the generated one
+    # DIMSE gateway (README "DIMSE gateway"): C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET; port 0 = off.
+    dimse_port: int = 0
+    dimse_host: str = ""  # address the gateway listens on; "" = the web server's host
+    dimse_ae_title: str = "DICOMWEB_COUCH"
+    dimse_calling_aets: tuple[str, ...] = ()  # calling AE titles accepted; () = any
+    dimse_remote_aes: tuple[str, ...] = ()  # C-MOVE destinations, each "TITLE@host:port"
+    dimse_max_associations: int = 10
+    dimse_max_pdu: int = 16382  # largest P-DATA PDU we receive (bytes); 0 = no limit
+    dimse_timeout: float = 30.0  # seconds to wait for an association request or a DIMSE message
+    dimse_network_timeout: float = 60.0  # seconds an idle association is kept open
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()
@@ -64,6 +74,8 @@ class Settings:
         if self.auth and self.auth not in AUTH_PROVIDERS:
             raise ValueError(f"auth={self.auth!r} is not one of {', '.join(AUTH_PROVIDERS)}")
         object.__setattr__(self, "cors_origins", normalize_origins(self.cors_origins))
+        if not 0 <= self.dimse_port < 65536:
+            raise ValueError(f"dimse_port {self.dimse_port} is out of range (0 = gateway off)")
 
     @property
     def auth_provider(self) -> str:

@@ -354,6 +354,11 @@ class Couch:
             pending = conflicts
         raise CouchUnavailable(f"instance {pending[0]} kept conflicting with concurrent writes")
 
+    async def holds_file(self, doc_id: str, md5: str) -> bool:
+        """Whether the instance document exists with this very file (its ``md5hash``) attached."""
+        current = await self.get_doc(doc_id)
+        return _holds(current, md5)
+
     async def store_instance(self, doc: dict[str, Any], fp: IO[bytes], size: int) -> bool:
         """Store an instance document with its Part 10 file; False if that very file is already there.
 
@@ -371,7 +376,11 @@ class Couch:
                 if current is None:  # deleted meanwhile: write without a revision
                     doc.pop("_rev", None)
                     continue
-                if current.get("md5hash") == doc.get("md5hash") and ATTACHMENT in current.get("_attachments", {}):
+                if _holds(current, doc.get("md5hash")):
                     return False
                 doc["_rev"] = current["_rev"]
         raise CouchUnavailable(f"instance {doc['_id']} kept conflicting with concurrent writes")
+
+
+def _holds(doc: dict[str, Any] | None, md5: str | None) -> bool:
+    return doc is not None and doc.get("md5hash") == md5 and ATTACHMENT in doc.get("_attachments", {})

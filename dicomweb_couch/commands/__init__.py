@@ -9,4 +9,5 @@ from __future__ import annotations
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one line for --help)
+    "import": ("dicomweb_couch.commands.importer", "store folders, zip files and DICOMDIRs"),
 }

@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from dicomweb_couch import auth
-from dicomweb_couch.appkeys import CATALOG, COUCH, GATEWAY, SETTINGS
+from dicomweb_couch.appkeys import CATALOG, COUCH, GATEWAY, SEARCH, SETTINGS
 from dicomweb_couch.dimse.gateway import Gateway
 from dicomweb_couch.dimse.services import LoopBridge, Services
 from dicomweb_couch.errors import error_middleware
 from dicomweb_couch.search.catalog import StudyCatalog
+from dicomweb_couch.search.engine import SearchEngine
 from dicomweb_couch.settings import Settings
 from dicomweb_couch.store import design_docs
 from dicomweb_couch.store.couch import Couch
@@ -47,6 +48,8 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
             log.info("installed design document %s (its indexes rebuild on the next query)", doc_id)
     app[COUCH] = couch
     app[CATALOG] = StudyCatalog(couch)
+    app[SEARCH] = SearchEngine(couch, app[CATALOG], default_limit=settings.qido_default_limit,
+                               max_limit=settings.qido_max_limit, patience=settings.index_patience)
     warmer = asyncio.create_task(app[CATALOG].keep_warm(settings.index_refresh))
     root = f"http://{settings.host}:{settings.port}"
     log.info("DICOMweb root (OHIF qidoRoot/wadoRoot): %s%s", root, settings.prefix)
@@ -64,7 +67,7 @@ def _dimse_context(gateway: Gateway) -> Callable[[web.Application], AsyncIterato
     threads may be waiting for this loop) before the database closes."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        services = Services(app[COUCH], app[CATALOG], LoopBridge(asyncio.get_running_loop()),
+        services = Services(app[COUCH], app[SEARCH], LoopBridge(asyncio.get_running_loop()),
                             gateway.settings.dimse_ae_title, gateway.remote_aes)
         gateway.start(services)
         yield

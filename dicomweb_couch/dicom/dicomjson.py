@@ -149,6 +149,11 @@ def _uid_value(ds: Dataset, tag: int) -> str | None:
     return value if isinstance(value, str) else "\\".join(map(str, value))
 
 
+def element(vr: str, *values: Any) -> dict[str, Any]:
+    """A DICOM JSON element (PS3.18 F.2.2); no values means an empty (zero-length) attribute."""
+    return {"vr": vr, "Value": list(values)} if values else {"vr": vr}
+
+
 def is_valid_uid(uid: str) -> bool:
     """Whether `uid` is a UID per PS3.5 9.1: digits and dots, at most 64 characters.
 

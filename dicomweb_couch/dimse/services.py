@@ -1,4 +1,4 @@
-"""What the DIMSE handlers share: the archive's store and catalog, the known peers, and the bridge
+"""What the DIMSE handlers share: the archive's store and search engine, the known peers, and the bridge
 from pynetdicom's association threads to the web server's event loop."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from dicomweb_couch.search.catalog import StudyCatalog
+from dicomweb_couch.search.engine import SearchEngine
 from dicomweb_couch.store.couch import Couch
 
 T = TypeVar("T")
@@ -58,10 +58,10 @@ class LoopBridge:
 
 @dataclass
 class Services:
-    """What the DIMSE handlers work with: the archive's store and catalog, and the known peers."""
+    """What the DIMSE handlers work with: the archive's store and search engine, and the known peers."""
 
     couch: Couch
-    catalog: StudyCatalog
+    search: SearchEngine
     bridge: LoopBridge
     ae_title: str
     remote_aes: dict[str, RemoteAE] = field(default_factory=dict)

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from dicomweb_couch.appkeys import COUCH
 from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.search.catalog import DDOC, HIGH
 from dicomweb_couch.store.couch import Couch
-from dicomweb_couch.web.qido import DDOC, HIGH
 
 BATCH = 1000
 

@@ -30,7 +30,3 @@ def dicom_json(body: Any, status: int = 200, headers: dict[str, str] | None = No
     return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
                         content_type=DICOM_JSON, headers=headers)
 
-
-def element(vr: str, *values: Any) -> dict[str, Any]:
-    """A DICOM JSON element (PS3.18 F.2.2); no values means an empty (zero-length) attribute."""
-    return {"vr": vr, "Value": list(values)} if values else {"vr": vr}

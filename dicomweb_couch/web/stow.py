@@ -14,9 +14,10 @@ from typing import IO
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from dicomweb_couch.appkeys import COUCH
+from dicomweb_couch.dicom.dicomjson import element
 from dicomweb_couch.errors import DicomwebError
 from dicomweb_couch.store.ingest import CANNOT_UNDERSTAND, PROCESSING_FAILURE, Outcome, store_file
-from dicomweb_couch.web.responses import dicom_json, element, study_url
+from dicomweb_couch.web.responses import dicom_json, study_url
 
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 _CHUNK = 256 * 1024

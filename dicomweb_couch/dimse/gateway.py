@@ -14,14 +14,29 @@ from __future__ import annotations
 import logging
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomweb_couch.dimse import storage
+from dicomweb_couch.dimse import query, retrieve, storage
 from dicomweb_couch.dimse.services import Services, parse_remote_aes
 from dicomweb_couch.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_QUERY_RETRIEVE_MODELS = (  # PS3.4 C.6.1 and C.6.2
+    PatientRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelGet,
+)
+
 
 class Gateway:
     """One pynetdicom AE serving the archive on ``dimse_port``."""
@@ -49,10 +64,12 @@ class Gateway:
         if calling:
             ae.require_calling_aet = calling
         ae.add_supported_context(Verification)
+        for model in _QUERY_RETRIEVE_MODELS:
+            ae.add_supported_context(model)
         # Every storage SOP class in any transfer syntax: files are kept as they arrive (PS3.4 B.4.1).
         # scp_role lets a C-GET requestor take the SCP role for its own storage (PS3.7 D.3.3.4).
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=False, scp_role=True)
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
         return ae
 
     def start(self, services: Services) -> None:
@@ -60,6 +77,9 @@ class Gateway:
         handlers = [
             (evt.EVT_C_ECHO, _on_echo),
             (evt.EVT_C_STORE, storage.on_c_store, [services]),
+            (evt.EVT_C_FIND, query.on_c_find, [services]),
+            (evt.EVT_C_MOVE, retrieve.on_c_move, [services]),
+            (evt.EVT_C_GET, retrieve.on_c_get, [services]),
             (evt.EVT_ESTABLISHED, _on_association, ["established"]),
             (evt.EVT_REJECTED, _on_association, ["rejected"]),
             (evt.EVT_ABORTED, _on_association, ["aborted"]),

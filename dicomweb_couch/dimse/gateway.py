@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -30,6 +31,15 @@ from dicomweb_couch.dimse.services import Services, parse_remote_aes
 from dicomweb_couch.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+SYNTAX_PREFERENCE = ([UID(ts) for ts in ALL_TRANSFER_SYNTAXES if UID(ts).is_compressed] + _UNCOMPRESSED
+                     + [UID(ts) for ts in ALL_TRANSFER_SYNTAXES if not UID(ts).is_compressed and ts not in _UNCOMPRESSED])
+"""The acceptor's order decides which of a context's proposed syntaxes is used (PS3.8 9.3.2.2.1).
+Compressed first: a sender offers a compressed syntax for data it holds compressed (DCMTK's
+storescu proposes a file's own syntax with the uncompressed ones as fall-backs, and cannot
+decompress), so the data set arrives as the sender has it. Then Explicit VR Little Endian, so a
+C-GET requestor offering both uncompressed syntaxes gets an explicit data set as it was stored."""
 
 _QUERY_RETRIEVE_MODELS = (  # PS3.4 C.6.1 and C.6.2
     PatientRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelMove,
@@ -69,7 +79,7 @@ class Gateway:
         # Every storage SOP class in any transfer syntax: files are kept as they arrive (PS3.4 B.4.1).
         # scp_role lets a C-GET requestor take the SCP role for its own storage (PS3.7 D.3.3.4).
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+            ae.add_supported_context(context.abstract_syntax, SYNTAX_PREFERENCE, scu_role=True, scp_role=True)
         return ae
 
     def start(self, services: Services) -> None:

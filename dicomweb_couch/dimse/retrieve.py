@@ -71,19 +71,18 @@ def _uid(record: dict[str, Any], tag: str) -> str:
 
 
 def contexts_for(instances: list[dict[str, Any]]) -> list[PresentationContext]:
-    """Storage contexts for a C-MOVE destination: each SOP class with its stored syntaxes first,
-    then the uncompressed ones every storage SCP accepts."""
+    """Storage contexts for a C-MOVE destination: one per SOP class and stored syntax, so the
+    destination accepts or refuses each syntax on its own and an accepted one carries the data set
+    unchanged, then one per SOP class with the uncompressed syntaxes every storage SCP takes."""
     syntaxes: dict[str, list[str]] = {}
     for record in instances:
         wanted = syntaxes.setdefault(_uid(record, "00080016"), [])
         stored = _uid(record, "00083002")
         if stored and stored not in wanted:
             wanted.append(stored)
-    contexts = []
-    for sop_class, stored in list(syntaxes.items())[:_MAX_CONTEXTS]:
-        plain = [ts for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if ts not in stored]
-        contexts.append(build_context(sop_class, stored + plain))
-    return contexts
+    contexts = [build_context(sop_class, [ts]) for sop_class, stored in syntaxes.items() for ts in stored]
+    contexts += [build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for sop_class in syntaxes]
+    return contexts[:_MAX_CONTEXTS]
 
 
 async def _read_file(couch: Couch, sop_instance_uid: str) -> IO[bytes] | None:

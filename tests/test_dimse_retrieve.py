@@ -144,7 +144,7 @@ async def test_c_move_series_and_image_levels_and_nothing_matching(make_client, 
     try:
         archive = await start_archive(make_client, couch_db_name, dimse_remote_aes=(f"DEST@127.0.0.1:{dest.port}",))
         study, files = await study_with_files(archive.client, 3)
-        one = sorted(files)[0]
+        one = min(files)
         series = pydicom.dcmread(io.BytesIO(files[one])).SeriesInstanceUID
         statuses = await asyncio.to_thread(c_move, archive.port, "DEST", identifier(
             "IMAGE", StudyInstanceUID=study, SeriesInstanceUID=series, SOPInstanceUID=one))

@@ -165,9 +165,7 @@ async def test_pydicom_files_byte_faithful_or_refused_with_reason(make_client, c
             continue
         resp = await wado_uri(archive.client, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
         assert resp.status == 200, path.name
-        stored = pydicom.dcmread(io.BytesIO(await resp.read()))
-        assert stored.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID, path.name
-        assert stored.PixelData == pydicom.dcmread(path).PixelData, path.name
+        assert dataset_bytes(await resp.read()) == dataset_bytes(path.read_bytes()), path.name
         stored += 1
         compressed += meta.TransferSyntaxUID.is_compressed
     assert stored > 60, (stored, refused)

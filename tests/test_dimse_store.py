@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pydicom
 import pydicom.data
+import pytest
 from dicom_factory import make_instance
 from dimse_helpers import AE_TITLE, binary, run, start_archive
 from pydicom.uid import generate_uid
@@ -212,3 +213,21 @@ async def test_storescu_sends_compressed_files_kept_compressed(make_client, couc
         stored = pydicom.dcmread(io.BytesIO(await resp.read()))
         assert stored.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID, path.name
         assert stored.PixelData == pydicom.dcmread(path).PixelData, path.name
+
+
+def test_bad_dimse_settings_are_refused_before_start():
+    """Mistyped gateway settings stop the server at once with the setting named (never at the
+    first association)."""
+    from dicomweb_couch.app import create_app
+    from dicomweb_couch.settings import Settings
+
+    for bad, named in (({"dimse_remote_aes": ("PACS@host",)}, "TITLE@host:port"),
+                       ({"dimse_remote_aes": ("A_TITLE_LONGER_THAN_16@h:104",)}, "16 characters"),
+                       ({"dimse_ae_title": ""}, "dimse_ae_title")):
+        with pytest.raises(ValueError, match=named):
+            create_app(Settings(dimse_port=11112, **bad))
+    with pytest.raises(ValueError, match="dimse_port"):
+        Settings(dimse_port=70000)
+    assert Settings.load(environ={"DICOMWEB_COUCH_DIMSE_REMOTE_AES": "A@127.0.0.1:104,B@127.0.0.1:105",
+                                  "DICOMWEB_COUCH_DIMSE_PORT": "11112"}).dimse_remote_aes == (
+        "A@127.0.0.1:104", "B@127.0.0.1:105")

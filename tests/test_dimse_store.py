@@ -231,3 +231,27 @@ def test_bad_dimse_settings_are_refused_before_start():
     assert Settings.load(environ={"DICOMWEB_COUCH_DIMSE_REMOTE_AES": "A@127.0.0.1:104,B@127.0.0.1:105",
                                   "DICOMWEB_COUCH_DIMSE_PORT": "11112"}).dimse_remote_aes == (
         "A@127.0.0.1:104", "B@127.0.0.1:105")
+
+
+async def test_association_limit_rejects_the_extra_peer(make_client, couch_db_name):
+    """dimse_max_associations: a peer beyond the limit is rejected (transient), the next one served."""
+    archive = await start_archive(make_client, couch_db_name, dimse_max_associations=1)
+
+    def hold_one_then_try_another() -> tuple[bool, int | None]:
+        ae = AE(ae_title="HOLDER")
+        ae.add_requested_context(Verification)
+        holder = ae.associate("127.0.0.1", archive.port, ae_title=AE_TITLE)
+        assert holder.is_established
+        try:
+            other = AE(ae_title="OTHER")
+            other.add_requested_context(Verification)
+            extra = other.associate("127.0.0.1", archive.port, ae_title=AE_TITLE)
+            refused = extra.is_rejected
+            if extra.is_established:
+                extra.release()
+        finally:
+            holder.release()
+        return refused, echo(archive.port)
+
+    refused, after = await asyncio.to_thread(hold_one_then_try_another)
+    assert refused and after == 0x0000

@@ -5,7 +5,7 @@ then ``workers`` tasks each open a file, check it is a Part 10 file (``DICM`` af
 PS3.10 7.1), hash it and hand it to a :class:`Target`: the database itself through
 :func:`~dicomweb_couch.store.ingest.store_file` (the path STOW-RS and C-STORE take), or a running
 server through STOW-RS. A re-run skips what is stored already, checked by content (the
-document's ``md5hash``). Every file ends as one :class:`Result`; nothing found is fatal.
+document's ``md5hash``; see :class:`DatabaseTarget`). Every file ends as one :class:`Result`; nothing found is fatal.
 """
 
 from __future__ import annotations
@@ -158,13 +158,27 @@ class Target(Protocol):
 
 
 class DatabaseTarget:
-    """Straight into CouchDB with the archive's own store path; skips files stored already."""
+    """Straight into CouchDB with the archive's own store path.
+
+    A resumed import meets the files it stored before first (sources come in a stable order), so
+    each file is looked up before it is sent (``skip_stored``) until ``_MISSES_BEFORE_TRUSTING``
+    files in a row turn out new: from then on files are sent at once, saving a request each on a
+    fresh import. A file stored already is still recognised then, by the store's conflict check
+    (same ``md5hash``), only after being sent.
+    """
+
+    _MISSES_BEFORE_TRUSTING = 32
 
     def __init__(self, couch: Couch) -> None:
         self.couch = couch
+        self._misses = 0
 
     async def store(self, fp: IO[bytes], md5: str, size: int) -> Outcome:
-        return await store_file(self.couch, fp, md5, size, skip_stored=True)
+        check = self._misses < self._MISSES_BEFORE_TRUSTING
+        outcome = await store_file(self.couch, fp, md5, size, skip_stored=check)
+        if check and outcome.failure_reason is None:
+            self._misses = 0 if not outcome.written else self._misses + 1
+        return outcome
 
 
 class StowTarget:

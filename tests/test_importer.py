@@ -130,12 +130,13 @@ def test_interrupted_then_resumed(couch_server, couch_db_name, tmp_path):
     assert instance_count(couch_server, couch_db_name) == 40
 
 
-async def test_into_a_running_server_by_url(client, tmp_path):
+async def test_into_a_running_server_by_url(client, tmp_path, suite_auth):
     expected = build_tree(tmp_path)
     report = tmp_path / "report.csv"
+    token = suite_auth.headers.get("Authorization", "").removeprefix("Bearer ")  # the suite run behind Keycloak
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "dicomweb_couch", "import", "--url", str(client.make_url("")), "--workers", "2",
-        "--report", str(report), str(tmp_path / "export"), str(tmp_path / "cd"),
+        "--report", str(report), str(tmp_path / "export"), str(tmp_path / "cd"), *(["--token", token] if token else []),
         stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), 300)
     assert proc.returncode == 1, err.decode()

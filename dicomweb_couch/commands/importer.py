@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import csv
 import logging
+import os
 import sys
 import time
 import warnings
@@ -50,6 +51,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--report", metavar="FILE.csv", help="write one line per file: result, SOP Instance UID, reason")
     p.add_argument("--url", help="store into a running server by STOW-RS at this DICOMweb root "
                    "(e.g. http://127.0.0.1:5985) instead of straight into the database")
+    p.add_argument("--token", help="with --url: an access token for a server behind authentication "
+                   "(sent as Authorization: Bearer; prefer the environment variable DICOMWEB_COUCH_TOKEN)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway without a terminal)")
     p.add_argument("--config", help="JSON settings file, as for the server")
     p.add_argument("--couch-url", help="CouchDB server URL (default http://127.0.0.1:5984)")
@@ -102,7 +105,10 @@ def main(argv: list[str]) -> int:
 async def _run(settings: Settings, args: argparse.Namespace, sources: list[Source], note) -> None:
     target: Target
     if args.url:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=600)) as session:
+        token = args.token or os.environ.get("DICOMWEB_COUCH_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=600),
+                                         headers=headers) as session:
             target = StowTarget(session, args.url)
             await import_sources(sources, target, args.workers, note)
         return

@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
         sources, problems = find_sources(args.paths)
         progress = tqdm(total=sum(s.size for s in sources), unit="B", unit_scale=True, unit_divisor=1024,
                         desc="importing", disable=True if args.no_progress else None, file=sys.stderr)
-        note = _recorder(counts, refused, report, progress)
+        note = _recorder(counts, refused, report, progress, len(sources) + len(problems))
         for problem in problems:
             note(problem)
         asyncio.run(_run(settings, args, sources, note))
@@ -120,7 +120,7 @@ async def _run(settings: Settings, args: argparse.Namespace, sources: list[Sourc
         await couch.close()
 
 
-def _recorder(counts: Counter[str], refused: list[Result], report: IO[str] | None, progress: tqdm):
+def _recorder(counts: Counter[str], refused: list[Result], report: IO[str] | None, progress: tqdm, files: int):
     """Count each result, write it to the report at once (an interrupted run keeps its report), advance
     the progress bar by the file's size and show the tally and instances/s beside it."""
     writer = csv.writer(report) if report else None
@@ -139,7 +139,8 @@ def _recorder(counts: Counter[str], refused: list[Result], report: IO[str] | Non
             report.flush()
         progress.update(result.size)
         rate = (counts[STORED] + counts[ALREADY_THERE]) / max(time.monotonic() - started, 1e-6)
-        progress.set_postfix_str(f"{counts[STORED]} stored, {counts[ALREADY_THERE]} already there, "
+        progress.set_postfix_str(f"{counts.total()}/{files} files: {counts[STORED]} stored, "
+                                 f"{counts[ALREADY_THERE]} already there, "
                                  f"{counts[REFUSED]} refused, {counts[SKIPPED]} skipped, {rate:.1f} inst/s",
                                  refresh=False)
 

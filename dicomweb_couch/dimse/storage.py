@@ -23,6 +23,7 @@ from dicomweb_couch.dimse.services import Services
 from dicomweb_couch.store.ingest import (
     CANNOT_UNDERSTAND,
     DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+    OUT_OF_RESOURCES,
     PROCESSING_FAILURE,
     Outcome,
     md5_of,
@@ -32,8 +33,8 @@ from dicomweb_couch.store.ingest import (
 log = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700  # Refused: Out of Resources, PS3.4 B.2.3
 STATUS_OF_FAILURE = {
+    OUT_OF_RESOURCES: OUT_OF_RESOURCES,  # Refused: Out of Resources (too large, or other versions arriving)
     DATA_SET_DOES_NOT_MATCH_SOP_CLASS: 0xA900,  # Error: Data Set does not match SOP Class
     CANNOT_UNDERSTAND: 0xC000,  # Error: Cannot understand
     # The database did not take the instance: a resource problem the sender may retry later.

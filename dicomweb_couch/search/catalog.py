@@ -29,7 +29,7 @@ from typing import Any
 
 from dicomweb_couch.dicom.legacy import normalize_stored
 from dicomweb_couch.search.matching import normalize_index_text
-from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.store.couch import Couch, IndexNotReady
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,8 @@ class StudyCatalog:
                         await self._couch.view(DDOC, view, limit=0, reduce=False)
             except asyncio.CancelledError:
                 raise
+            except IndexNotReady as exc:  # CouchDB goes on indexing: nothing is wrong
+                log.info("indexes still being built: %s", exc)
             except Exception as exc:  # the database may be down for a while: try again later
                 log.warning("background index update failed: %s", exc)
             await asyncio.sleep(interval)

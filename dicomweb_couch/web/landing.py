@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import html
 from dataclasses import asdict, dataclass, replace
-from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
 from dicomweb_couch import __version__
 from dicomweb_couch.appkeys import CATALOG, COUCH, SETTINGS
+from dicomweb_couch.auth import AUTHENTICATOR, InvalidCredentials, Permission
 from dicomweb_couch.search.catalog import CatalogNotReady
-from dicomweb_couch.store.couch import CouchUnavailable
+from dicomweb_couch.store.couch import CouchUnavailable, split_credentials
 from dicomweb_couch.web import wado_uri
 from dicomweb_couch.web.responses import dicomweb_root
 from dicomweb_couch.web.viewer import MOUNT, VIEWER_DIR, build_problem
@@ -34,24 +34,32 @@ class Status:
     instances: int | None = None
     couch_error: str | None = None
     viewer_error: str | None = None
+    counts_hidden: bool = False
 
 
 def without_credentials(url: str) -> str:
     """The URL with any user and password taken out: the page is public."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return split_credentials(url)[0]
 
 
-async def status(app: web.Application) -> Status:
-    """CouchDB's version, and the archive's size from the study catalog (which QIDO-RS keeps current)."""
+async def may_read(request: web.Request) -> bool:
+    """Whether the request's credentials allow reading (always, without authentication): the page is
+    open, but how many studies an archive holds is for its users only."""
+    try:
+        return Permission.READ in (await request.app[AUTHENTICATOR].authenticate(request)).permissions
+    except InvalidCredentials:
+        return False
+
+
+async def status(app: web.Application, counts: bool = True) -> Status:
+    """CouchDB's version, and (``counts``) the archive's size from the study catalog (which QIDO-RS keeps current)."""
     settings = app[SETTINGS]
     facts = Status(version=__version__, couch_url=without_credentials(settings.couch_url),
                    database=settings.database, viewer_error=await asyncio.to_thread(build_problem, app[VIEWER_DIR]))
     try:
         facts = replace(facts, couch_version=str((await app[COUCH].server_info()).get("version")))
+        if not counts:
+            return facts
         studies, _ = await app[CATALOG].current(settings.index_patience)
     except CouchUnavailable as exc:
         return replace(facts, couch_error=str(exc))
@@ -70,6 +78,8 @@ def render(status: Status, dicomweb: str) -> str:
     if status.couch_error is None:
         studies, instances = _count(status.studies, "study", "studies"), _count(status.instances, "instance", "instances")
         size = "counting (CouchDB is indexing)" if status.studies is None else f"{studies}, {instances}"
+        if status.counts_hidden:
+            size = "counts shown to signed-in users"
         couch = (f"<td class=ok>reachable</td><td>CouchDB {e(status.couch_version or '?')} at "
                  f"{e(status.couch_url)}, database <b>{e(status.database)}</b>: {size}</td>")
     else:
@@ -99,7 +109,8 @@ def render(status: Status, dicomweb: str) -> str:
 async def index(request: web.Request) -> web.StreamResponse:
     if request.query:
         return await wado_uri.retrieve(request)
-    facts = await status(request.app)
+    readable = await may_read(request)
+    facts = replace(await status(request.app, counts=readable), counts_hidden=not readable)
     code = 200 if facts.couch_error is None else 503
     accept = request.headers.get("Accept", "")
     if "application/json" in accept and "text/html" not in accept:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from dicomweb_couch import auth
-from dicomweb_couch.appkeys import CATALOG, COUCH, SEARCH, SETTINGS
+from dicomweb_couch.appkeys import CATALOG, COUCH, GATEWAY, SEARCH, SETTINGS
+from dicomweb_couch.dimse.gateway import Gateway
+from dicomweb_couch.dimse.services import LoopBridge, Services
 from dicomweb_couch.errors import error_middleware
 from dicomweb_couch.search.catalog import StudyCatalog
 from dicomweb_couch.search.engine import SearchEngine
@@ -64,6 +66,20 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
     await couch.close()
 
 
+def _dimse_context(gateway: Gateway) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Start the DIMSE gateway once the database is open; stop it (in a thread: its association
+    threads may be waiting for this loop) before the database closes."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        services = Services(app[COUCH], app[SEARCH], LoopBridge(asyncio.get_running_loop()),
+                            gateway.settings.dimse_ae_title, gateway.remote_aes)
+        gateway.start(services)
+        yield
+        await asyncio.to_thread(gateway.stop)
+
+    return context
+
+
 def create_app(settings: Settings) -> web.Application:
     if settings.log_level != "DEBUG":
         # pydicom warns about every odd value of every stored file; the STOW response already
@@ -73,6 +89,9 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware, paths.check_uids])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_couch_context)
+    if settings.dimse_port:
+        app[GATEWAY] = gateway = Gateway(settings)  # checks the DIMSE settings now, not at start-up
+        app.cleanup_ctx.append(_dimse_context(gateway))
     auth.install(app, settings)
     p = settings.prefix
     study, series, instance = p + "/studies/{study}", p + "/studies/{study}/series/{series}", \

@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from dicomweb_couch.dimse.gateway import Gateway
 from dicomweb_couch.search.catalog import StudyCatalog
 from dicomweb_couch.search.engine import SearchEngine
 from dicomweb_couch.settings import Settings
@@ -11,3 +12,4 @@ SETTINGS = web.AppKey("settings", Settings)
 COUCH = web.AppKey("couch", Couch)
 CATALOG = web.AppKey("catalog", StudyCatalog)
 SEARCH = web.AppKey("search", SearchEngine)
+GATEWAY = web.AppKey("gateway", Gateway)  # only when dimse_port is set

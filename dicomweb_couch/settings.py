@@ -61,6 +61,16 @@ class Settings:
     ready_index_lag: int = 1000  # /readyz is 503 while a search view's index is more changes behind
     workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
     shutdown_timeout: float = 60.0  # seconds requests in flight get to finish after SIGTERM
+    # DIMSE gateway (README "DIMSE gateway"): C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET; port 0 = off.
+    dimse_port: int = 0
+    dimse_host: str = ""  # address the gateway listens on; "" = the web server's host
+    dimse_ae_title: str = "DICOMWEB_COUCH"
+    dimse_calling_aets: tuple[str, ...] = ()  # calling AE titles accepted; () = any
+    dimse_remote_aes: tuple[str, ...] = ()  # C-MOVE destinations, each "TITLE@host:port"
+    dimse_max_associations: int = 10
+    dimse_max_pdu: int = 16382  # largest P-DATA PDU we receive (bytes); 0 = no limit
+    dimse_timeout: float = 30.0  # seconds to wait for an association request or a DIMSE message
+    dimse_network_timeout: float = 60.0  # seconds an idle association is kept open
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()
@@ -85,6 +95,8 @@ class Settings:
         object.__setattr__(self, "couch_url", url)
         object.__setattr__(self, "couch_user", self.couch_user if self.couch_user is not None else user)
         object.__setattr__(self, "couch_password", self.couch_password if self.couch_password is not None else password)
+        if not 0 <= self.dimse_port < 65536:
+            raise ValueError(f"dimse_port {self.dimse_port} is out of range (0 = gateway off)")
 
     @property
     def auth_provider(self) -> str:

@@ -13,4 +13,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "conflicts": ("dicomweb_couch.commands.conflicts", "list instances stored differently at two replicating sites"),
     "healthcheck": ("dicomweb_couch.commands.healthcheck", "exit 0 if the local server answers /healthz (containers)"),
     "cluster-setup": ("dicomweb_couch.commands.cluster_setup", "join Apache CouchDB 3 nodes into a cluster (one-shot)"),
+    "import": ("dicomweb_couch.commands.importer", "store folders, zip files and DICOMDIRs"),
 }

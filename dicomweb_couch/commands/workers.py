@@ -14,6 +14,7 @@ import multiprocessing
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -30,7 +31,9 @@ def supervise(settings: Settings, serve: Callable[[Settings, bool], None]) -> in
     stopping = False
 
     def start(index: int) -> BaseProcess:
-        process = context.Process(target=serve, args=(settings, True), name=f"dicomweb_couch worker {index}")
+        # The DIMSE gateway's port is not shared (pynetdicom binds it alone): worker 0 serves it.
+        own = settings if index == 0 else replace(settings, dimse_port=0)
+        process = context.Process(target=serve, args=(own, True), name=f"dicomweb_couch worker {index}")
         process.start()
         log.info("started worker %d (pid %s)", index, process.pid)
         return process

@@ -646,6 +646,10 @@ class Couch:
             pending = conflicts
         raise CouchUnavailable(f"instance {pending[0]} kept conflicting with concurrent writes")
 
+    async def holds_file(self, doc_id: str, md5: str) -> bool:
+        """Whether the instance document exists with this very file (its ``md5hash``) attached."""
+        return _holds(await self.get_doc(doc_id), md5)
+
     async def store_instance(self, doc: dict[str, Any], fp: IO[bytes], size: int, patience: float = 60.0) -> bool:
         """Store an instance document with its Part 10 file; False if that very file is already there.
 
@@ -672,7 +676,7 @@ class Couch:
                 current = await self.get_doc(doc["_id"])
                 if current is None:  # deleted meanwhile: write without a revision
                     doc.pop("_rev", None)
-                elif current.get("md5hash") == doc.get("md5hash") and ATTACHMENT in current.get("_attachments", {}):
+                elif _holds(current, doc.get("md5hash")):
                     return False
                 else:
                     doc["_rev"] = current["_rev"]
@@ -707,3 +711,7 @@ async def _chunks(stream: AttachmentStream) -> AsyncIterator[bytes]:
 def _md5_hex(fp: IO[bytes]) -> str:
     fp.seek(0)
     return hashlib.file_digest(fp, "md5").hexdigest()  # type: ignore[arg-type]
+
+
+def _holds(doc: dict[str, Any] | None, md5: str | None) -> bool:
+    return doc is not None and doc.get("md5hash") == md5 and ATTACHMENT in doc.get("_attachments", {})

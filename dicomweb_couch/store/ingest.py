@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 # FailureReason (PS3.18 10.5.3, PS3.4 Annex GG / B.2.3) beside the two parsing gives
 PROCESSING_FAILURE = 0x0110
 OUT_OF_RESOURCES = 0xA700  # "Refused: Out of Resources": larger than accepted, or busy with other versions
-__all__ = ["CANNOT_UNDERSTAND", "OUT_OF_RESOURCES", "PROCESSING_FAILURE", "Outcome", "document", "md5_of", "store_file"]
+__all__ = ["CANNOT_UNDERSTAND", "DATA_SET_DOES_NOT_MATCH_SOP_CLASS", "OUT_OF_RESOURCES", "PROCESSING_FAILURE", "Outcome",
+           "document", "md5_of", "store_file"]
 
 _CHUNK = 256 * 1024
 
@@ -60,11 +61,15 @@ def md5_of(fp: IO[bytes]) -> tuple[str, int]:
     return md5.hexdigest(), size
 
 
-async def store_file(couch: Couch, fp: IO[bytes], md5: str, size: int, expected_study: str | None = None) -> Outcome:
+async def store_file(couch: Couch, fp: IO[bytes], md5: str, size: int, expected_study: str | None = None,
+                     expected_instance: str | None = None, skip_stored: bool = False) -> Outcome:
     """Parse, check and store one Part 10 file held in ``fp`` (any position; it is rewound).
 
     ``md5`` and ``size`` describe the whole file (computed while it was received, or by
     :func:`md5_of`). Parsing runs in a thread: it is CPU work that must not hold the event loop.
+    ``expected_instance`` is the SOP Instance UID the sender announced (a C-STORE request's
+    Affected SOP Instance UID, PS3.7 9.1.1.1); ``skip_stored`` asks first whether the document
+    already holds this very file (same ``md5hash``), so a resumed import does not send it again.
     """
     try:
         parsed = await asyncio.to_thread(parse_part10, fp)
@@ -74,8 +79,15 @@ async def store_file(couch: Couch, fp: IO[bytes], md5: str, size: int, expected_
         return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
                        message=f"StudyInstanceUID (0020,000D) {parsed.study_uid} does not match the study "
                                f"{expected_study} in the request URL")
+    if expected_instance and parsed.sop_instance_uid != expected_instance:
+        return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                       message=f"SOPInstanceUID (0008,0018) is not the Affected SOP Instance UID: the data set "
+                               f"holds {parsed.sop_instance_uid}, the request announced {expected_instance}")
     try:
-        written = await couch.store_instance(document(parsed, md5), fp, size)
+        if skip_stored and await couch.holds_file(parsed.sop_instance_uid, md5):
+            written = False
+        else:
+            written = await couch.store_instance(document(parsed, md5), fp, size)
     except CouchUnavailable as exc:
         log.error("storing %s failed: %s", parsed.sop_instance_uid, exc)
         return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=PROCESSING_FAILURE,

@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from dicomweb_couch import auth
-from dicomweb_couch.appkeys import CATALOG, COUCH, SETTINGS
+from dicomweb_couch.appkeys import CATALOG, COUCH, FILES, SETTINGS
 from dicomweb_couch.errors import error_middleware
 from dicomweb_couch.search.catalog import StudyCatalog
 from dicomweb_couch.settings import Settings
-from dicomweb_couch.store import design_docs
-from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.store import design_docs, tuning
+from dicomweb_couch.store.couch import Couch, CouchUnavailable
+from dicomweb_couch.store.file_store import FileStore
+from dicomweb_couch.store.files import AttachmentStore
 from dicomweb_couch.web import (
     bulkdata,
     cors,
@@ -44,6 +46,19 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
         if await couch.install_design_doc(doc_id, content):
             log.info("installed design document %s (its indexes rebuild on the next query)", doc_id)
     app[COUCH] = couch
+    try:
+        await tuning.check(couch)
+    except CouchUnavailable as exc:
+        log.info("could not check CouchDB's settings for images: %s", exc)
+    background = []
+    if settings.file_store:
+        file_store = FileStore(couch, settings.file_store)
+        await file_store.install()
+        background.append(asyncio.create_task(file_store.sweep()))
+        app[FILES] = file_store
+        log.info("Part 10 files are kept in the file store %s", settings.file_store)
+    else:
+        app[FILES] = AttachmentStore(couch)
     app[CATALOG] = StudyCatalog(couch)
     warmer = asyncio.create_task(app[CATALOG].keep_warm(settings.index_refresh))
     root = f"http://{settings.host}:{settings.port}"
@@ -51,8 +66,9 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
     log.info("WADO-URI root (OHIF wadoUriRoot): %s%s/wado", root, settings.prefix)
     log.info("OHIF Viewer: %s%s/ (%s)", root, viewer.MOUNT, viewer.build_problem(app[viewer.VIEWER_DIR]) or "installed")
     yield
-    warmer.cancel()
-    await asyncio.gather(warmer, return_exceptions=True)
+    for task in (warmer, *background):
+        task.cancel()
+    await asyncio.gather(warmer, *background, return_exceptions=True)
     await app[CATALOG].close()
     await couch.close()
 

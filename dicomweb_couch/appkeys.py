@@ -5,7 +5,9 @@ from aiohttp import web
 from dicomweb_couch.search.catalog import StudyCatalog
 from dicomweb_couch.settings import Settings
 from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.store.files import Part10Store
 
 SETTINGS = web.AppKey("settings", Settings)
 COUCH = web.AppKey("couch", Couch)
 CATALOG = web.AppKey("catalog", StudyCatalog)
+FILES = web.AppKey("files", Part10Store)

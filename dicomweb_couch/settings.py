@@ -50,6 +50,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)  # origins whose pages may call the API; "*" any, () none
     ohif_dir: str = "var/ohif"  # the OHIF Viewer build served at /ohif/ (scripts/ohif.py installs it)
     ohif_config: str | None = None  # an app-config.js to serve instead of the generated one
+    # README "The file store": a directory for the Part 10 files instead of CouchDB attachments; "" = attachments.
+    file_store: str = ""
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()

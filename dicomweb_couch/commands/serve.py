@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ohif-dir", help="the OHIF Viewer build served at /ohif/ (default var/ohif; "
                    "python scripts/ohif.py install puts the pinned one there)")
     p.add_argument("--ohif-config", help="an OHIF app-config.js to serve instead of the generated one")
+    p.add_argument("--file-store", help="keep the Part 10 files in this directory instead of CouchDB attachments "
+                   "(README 'The file store'; default: attachments)")
     p.add_argument("--version", action="version", version=f"dicomweb_couch {__version__}")
     return p.parse_args(argv)
 

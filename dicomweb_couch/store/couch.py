@@ -32,6 +32,7 @@ ATTACHMENT = "object.dcm"
 """Attachment name of the Part 10 file, as dcmjs-org/dicomweb-server stored it."""
 
 _CHUNK = 256 * 1024
+_STREAM_CHUNK = 1024 * 1024  # what an attachment read hands on at most per write: fewer, larger writes
 # A view query answers only once the index has caught up with the database, which after a large
 # import takes many minutes (pouchdb-server: over 5 for 100,000 documents); searches do not wait
 # for it (catalog.py), the background update does.
@@ -284,7 +285,7 @@ class Couch:
                     length=resp.content_length if resp.status == 200 else None,
                     etag=resp.headers.get("ETag"),
                     content_type=resp.headers.get("Content-Type", "application/octet-stream"),
-                    chunks=resp.content.iter_chunked(_CHUNK),
+                    chunks=resp.content.iter_chunked(_STREAM_CHUNK),
                 )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise CouchUnavailable(f"reading attachment {doc_id}/{name} failed: {exc!r}") from exc
@@ -354,8 +355,24 @@ class Couch:
             pending = conflicts
         raise CouchUnavailable(f"instance {pending[0]} kept conflicting with concurrent writes")
 
-    async def store_instance(self, doc: dict[str, Any], fp: IO[bytes], size: int) -> bool:
+    async def put_doc(self, doc: dict[str, Any]) -> None:
+        """Write a document (its ``_rev`` when it replaces one); Conflict when that is not the current one."""
+        status, _ = await self._request("PUT", self._path(doc["_id"]), json=doc, ok=(201, 202, 409))
+        if status == 409:
+            raise Conflict(doc["_id"])
+
+    async def node_config(self) -> dict[str, Any] | None:
+        """The node's configuration (``GET /_node/_local/_config``, Apache CouchDB 3 with admin
+        rights); None when it cannot be read: no admin rights, or pouchdb-server, which has no such
+        endpoint."""
+        status, data = await self._request("GET", self.url + "/_node/_local/_config", ok=(200, 400, 401, 403, 404))
+        return data if status == 200 and isinstance(data, dict) else None
+
+    async def store_instance(self, doc: dict[str, Any], fp: IO[bytes] | None, size: int) -> bool:
         """Store an instance document with its Part 10 file; False if that very file is already there.
+
+        ``fp`` None: the document refers to its file in the file store (``file_store.py``) and is
+        written alone.
 
         The first PUT carries no revision, so a new instance costs one write. On a conflict the
         stored ``md5hash`` (the predecessor's field) tells a repeated store, which is left alone,
@@ -364,14 +381,15 @@ class Couch:
         doc = dict(doc)
         for _ in range(5):
             try:
-                await self.put_with_attachment(doc, fp, size)
+                await (self.put_doc(doc) if fp is None else self.put_with_attachment(doc, fp, size))
                 return True
             except Conflict:
                 current = await self.get_doc(doc["_id"])
                 if current is None:  # deleted meanwhile: write without a revision
                     doc.pop("_rev", None)
                     continue
-                if current.get("md5hash") == doc.get("md5hash") and ATTACHMENT in current.get("_attachments", {}):
+                has_file = ATTACHMENT in current.get("_attachments", {}) or "file" in current
+                if current.get("md5hash") == doc.get("md5hash") and has_file:
                     return False
                 doc["_rev"] = current["_rev"]
         raise CouchUnavailable(f"instance {doc['_id']} kept conflicting with concurrent writes")

@@ -13,7 +13,7 @@ from typing import IO
 
 from aiohttp import BodyPartReader, MultipartReader, web
 
-from dicomweb_couch.appkeys import COUCH
+from dicomweb_couch.appkeys import COUCH, FILES
 from dicomweb_couch.errors import DicomwebError
 from dicomweb_couch.store.ingest import CANNOT_UNDERSTAND, PROCESSING_FAILURE, Outcome, store_file
 from dicomweb_couch.web.responses import dicom_json, element, study_url
@@ -75,7 +75,7 @@ async def _store_part(request: web.Request, part: BodyPartReader, expected_study
                        message=f"part of type {kind!r} is not application/dicom")
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as fp:
         md5, size = await _spool(part, fp)
-        return await store_file(request.app[COUCH], fp, md5, size, expected_study)
+        return await store_file(request.app[COUCH], fp, md5, size, expected_study, request.app[FILES])
 
 
 async def _spool(part: BodyPartReader, fp: IO[bytes]) -> tuple[str, int]:

@@ -52,7 +52,11 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
         log.info("could not check CouchDB's settings for images: %s", exc)
     background = []
     if settings.file_store:
-        file_store = FileStore(couch, settings.file_store)
+        try:
+            file_store = FileStore(couch, settings.file_store)
+        except (ValueError, OSError) as exc:
+            await couch.close()
+            raise CouchUnavailable(f"file_store: {exc}") from exc
         await file_store.install()
         background.append(asyncio.create_task(file_store.sweep()))
         app[FILES] = file_store

@@ -9,4 +9,5 @@ from __future__ import annotations
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one line for --help)
+    "files": ("dicomweb_couch.commands.files", "move Part 10 files between attachments and a file store"),
 }

@@ -183,6 +183,14 @@ class Couch:
         _, data = await self._request("POST", url, params=query, json={"keys": keys}, timeout=_VIEW_TIMEOUT)
         return data["rows"]
 
+    async def doc_ids(self, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` document ids (design documents included) in id order, after ``after``."""
+        params = {"limit": str(limit)}
+        if after is not None:
+            params.update(startkey=json.dumps(after), skip="1")
+        _, data = await self._request("GET", self._path("_all_docs"), params=params)
+        return [row["id"] for row in data["rows"]]
+
     async def update_seq(self) -> Any:
         """The database's current sequence: opaque (a string on CouchDB 3, a number on pouchdb)."""
         return (await self.database_info())["update_seq"]

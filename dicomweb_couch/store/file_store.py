@@ -12,7 +12,8 @@ document is written; the store is acknowledged only after both. A crash between 
 orphan file, removed by :meth:`FileStore.sweep` once older than ``grace`` seconds (a store in
 progress is never that slow).
 
-Identical files are stored once. A file may then be shared by several documents, so deleting a
+Identical files are stored once. A directory serves one database (the file ``DATABASE`` in it says
+which), since the references are looked up in that database's view. A file may then be shared by several documents, so deleting a
 document removes its file only when no document refers to it any more (the ``files/by_sha256``
 view). Several server processes may share the directory, so removal is careful: the file is first
 renamed into ``<root>/trash``, the references are checked again, and it comes back if a document
@@ -57,6 +58,13 @@ class FileStore:
         self.attachments = AttachmentStore(couch)
         for sub in ("tmp", "trash"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        marker = self.root / "DATABASE"
+        if not marker.exists():
+            marker.write_text(couch.database + "\n")
+        elif marker.read_text().strip() != couch.database:
+            raise ValueError(f"the file store {self.root} holds the files of database {marker.read_text().strip()!r}, "
+                             f"not {couch.database!r}: give each database a file store of its own (deleting "
+                             f"checks the references in one database only)")
 
     async def install(self) -> None:
         """Install the design document of the references (see ``DESIGN``)."""
@@ -80,21 +88,41 @@ class FileStore:
                     size += len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            sha256 = digest.hexdigest()
-            target = self.path_of(sha256)
-            try:
-                os.utime(target)  # already stored: keep it young, so no orphan sweep takes it now
-                return sha256, size
-            except FileNotFoundError:
-                pass
-            new_dirs = not target.parent.exists()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
-            for folder in (target.parent, target.parent.parent, self.root)[:3 if new_dirs else 1]:
-                _fsync_dir(folder)
-            return sha256, size
+            return self._place(tmp, digest.hexdigest()), size
         finally:
             tmp.unlink(missing_ok=True)
+
+    async def write_chunks(self, chunks: AsyncIterator[bytes]) -> tuple[str, int]:
+        """Like :meth:`write_file`, from a stream (a CouchDB attachment being migrated)."""
+        digest, size = hashlib.sha256(), 0
+        tmp = self.root / "tmp" / f"{uuid.uuid4().hex}.part"
+        try:
+            out = await asyncio.to_thread(open, tmp, "wb")
+            with out:
+                async for chunk in chunks:
+                    digest.update(chunk)
+                    await asyncio.to_thread(out.write, chunk)
+                    size += len(chunk)
+                await asyncio.to_thread(out.flush)
+                await asyncio.to_thread(os.fsync, out.fileno())
+            return await asyncio.to_thread(self._place, tmp, digest.hexdigest()), size
+        finally:
+            await asyncio.to_thread(tmp.unlink, True)
+
+    def _place(self, tmp: Path, sha256: str) -> str:
+        """Rename the fsynced ``tmp`` to its content's name, durably; keep an identical file already there."""
+        target = self.path_of(sha256)
+        try:
+            os.utime(target)  # already stored: keep it young, so no orphan sweep takes it now
+            return sha256
+        except FileNotFoundError:
+            pass
+        new_dirs = not target.parent.exists()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+        for folder in (target.parent, target.parent.parent, self.root)[:3 if new_dirs else 1]:
+            _fsync_dir(folder)
+        return sha256
 
     async def store(self, doc: dict[str, Any], fp: IO[bytes], size: int) -> bool:
         """The file first (durably), then the document that refers to it."""

@@ -59,19 +59,22 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
                                         f"instance {instance.sop} (stored as {transfer_syntax.name(instance.transfer_syntax)})"))
             for instance in found]
     files = request.app[FILES]
-    ahead = [ReadAhead(files, instance.doc_id) if offer.stored else None for instance, offer in plan]
+    live: list[ReadAhead] = []  # the file being sent and the next one, at most
     try:
         async with MultipartWriter(request, DICOM) as writer:
-            for (instance, offer), read in zip(plan, ahead):
+            for index, (instance, offer) in enumerate(plan):
                 media_type = f"{DICOM}; transfer-syntax={offer.transfer_syntax}" if offer.transfer_syntax else DICOM
                 location = study_url(request, instance.study, instance.series, instance.sop)
-                if read is not None:
+                if offer.stored:
+                    read = live[-1] if live and live[-1].doc_id == instance.doc_id else ReadAhead(files, instance.doc_id)
+                    live = [read]
                     size = await read.start()
                     if size is False:
                         raise DicomwebError(404, f"instance {instance.sop} has no stored file")
-                    following = next((a for a in ahead[ahead.index(read) + 1:] if a is not None), None)
-                    if following is not None:
-                        following.begin()  # the next file is fetched while this one is sent: no gap between parts
+                    following = plan[index + 1] if index + 1 < len(plan) else None
+                    if following is not None and following[1].stored:
+                        live.append(ReadAhead(files, following[0].doc_id))
+                        live[-1].begin()  # the next file is fetched while this one is sent: no gap between parts
                     await writer.part(media_type, read.chunks(), length=size, location=location)
                 else:
                     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
@@ -79,9 +82,8 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
                         await writer.part(media_type, _read(spool), length=size, location=location)
         return writer.response
     finally:
-        for read in ahead:
-            if read is not None:
-                await read.cancel()
+        for read in live:
+            await read.cancel()
 
 
 class ReadAhead:
@@ -89,7 +91,7 @@ class ReadAhead:
     request is under way while the current one is being sent. At most ``_AHEAD`` chunks wait."""
 
     def __init__(self, files: Part10Store, doc_id: str) -> None:
-        self._files, self._doc_id = files, doc_id
+        self._files, self.doc_id = files, doc_id
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_AHEAD)
         self._task: asyncio.Task[None] | None = None
 
@@ -99,7 +101,7 @@ class ReadAhead:
 
     async def _run(self) -> None:
         try:
-            async with self._files.open(self._doc_id) as found:
+            async with self._files.open(self.doc_id) as found:
                 if found is None:
                     await self._queue.put(False)
                     return

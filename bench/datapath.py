@@ -157,6 +157,11 @@ class Target:
         chunks = [batched[k:k + 25] for k in range(0, len(batched), 25)]
         seconds, n = await run_clients(8, [lambda c=c: post(http, url, [i.data for i in c]) for c in chunks])
         figures["stow_25x8"] = n / seconds
+        # Reads are measured with the search indexes up to date, as in an archive that is read
+        # more than written: a QIDO query per study waits for the index updates STOW caused.
+        for s in sets:
+            await fetch(http, f"{self.dicomweb}/studies/{s[0].study}/instances?limit=1", {"Accept": "application/dicom+json"})
+        await fetch(http, f"{self.dicomweb}/studies?limit=1", {"Accept": "application/dicom+json"})
 
         def uri(i: Instance) -> str:
             return (f"{self.wado_uri}?requestType=WADO&studyUID={i.study}&seriesUID={i.series}"

@@ -138,24 +138,26 @@ class FileStore:
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def _path(self, doc_id: str, doc: dict[str, Any] | None) -> tuple[Path | None, bool]:
-        """(path of the document's file or None, whether the document has a file reference)."""
+    async def _path(self, doc_id: str, doc: dict[str, Any] | None) -> tuple[Path | None, int, bool]:
+        """(path of the document's file or None, its size, whether the document has a file reference)."""
         doc = doc if doc is not None else await self.couch.get_doc(doc_id)
         ref = (doc or {}).get("file")
         if not isinstance(ref, dict) or not isinstance(ref.get("sha256"), str):
-            return None, False
+            return None, 0, False
         path = self.path_of(ref["sha256"])
-        if not await asyncio.to_thread(path.exists):
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
             log.error("the file %s of instance %s is missing from the file store", path, doc_id)
-            return None, True
-        return path, True
+            return None, 0, True
+        return path, size, True
 
     @asynccontextmanager
     async def open(self, doc_id: str, doc: dict[str, Any] | None = None,
                    if_none_match: str | None = None) -> AsyncIterator[Part10File | None]:
-        path, referenced = await self._path(doc_id, doc)
+        path, size, referenced = await self._path(doc_id, doc)
         if path is not None:
-            yield Part10File(200, (await asyncio.to_thread(path.stat)).st_size, None, path=path)
+            yield Part10File(200, size, None, path=path)
         elif referenced:
             yield None
         else:
@@ -163,7 +165,7 @@ class FileStore:
                 yield found
 
     async def reader(self, doc_id: str) -> Reader | None:
-        path, referenced = await self._path(doc_id, None)
+        path, _, referenced = await self._path(doc_id, None)
         if path is not None:
             return await asyncio.to_thread(LocalReader, path)
         return None if referenced else await self.attachments.reader(doc_id)

@@ -174,8 +174,10 @@ class FileStore:
 
     async def delete(self, instances: Mapping[str, str]) -> int:
         """Delete the documents, then the files no document refers to any more."""
-        docs = await self.couch.latest_revisions(list(instances))
-        hashes = {d["file"]["sha256"] for d in docs if not d.get("_deleted") and isinstance(d.get("file"), dict)}
+        ids, hashes = list(instances), set()
+        for start in range(0, len(ids), _KEYS_BATCH):
+            docs = await self.couch.latest_revisions(ids[start:start + _KEYS_BATCH])
+            hashes |= {d["file"]["sha256"] for d in docs if not d.get("_deleted") and isinstance(d.get("file"), dict)}
         deleted = await self.couch.delete_instances(instances)
         await self.release(hashes)
         return deleted

@@ -1,8 +1,9 @@
 """WADO-RS retrieve study, series and instance (PS3.18 10.4.1.1.1): Part 10 files, multipart/related.
 
-Every instance goes out as stored, byte-exact and streamed from its CouchDB attachment, when the
-client accepts its transfer syntax (``transfer-syntax=*`` or that very UID): memory does not grow
-with the study. Otherwise it is converted (``transfer_syntax.transcode``) in a worker thread, one
+Every instance goes out as stored, byte-exact and streamed from its CouchDB attachment (or the
+file store), when the client accepts its transfer syntax (``transfer-syntax=*`` or that very UID):
+memory does not grow with the study. While one file is sent the next is already being fetched
+(``ReadAhead``, a few chunks at most), so the response has no gap waiting for the store. Otherwise it is converted (``transfer_syntax.transcode``) in a worker thread, one
 instance at a time, into a temporary file that is then streamed. Before the first byte goes out
 every instance's syntax is checked against the Accept list, so a study that cannot be delivered
 whole is a 406 naming the instance, never a response silently missing some instances.

@@ -138,34 +138,36 @@ class FileStore:
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def _path(self, doc_id: str, doc: dict[str, Any] | None) -> tuple[Path | None, int, bool]:
-        """(path of the document's file or None, its size, whether the document has a file reference)."""
+    async def _path(self, doc_id: str, doc: dict[str, Any] | None
+                    ) -> tuple[Path | None, int, bool, dict[str, Any] | None]:
+        """(path of the document's file or None, its size, whether the document has a file
+        reference, the document)."""
         doc = doc if doc is not None else await self.couch.get_doc(doc_id)
         ref = (doc or {}).get("file")
         if not isinstance(ref, dict) or not isinstance(ref.get("sha256"), str):
-            return None, 0, False
+            return None, 0, False, doc
         path = self.path_of(ref["sha256"])
         try:
             size = (await asyncio.to_thread(path.stat)).st_size
         except FileNotFoundError:
             log.error("the file %s of instance %s is missing from the file store", path, doc_id)
-            return None, 0, True
-        return path, size, True
+            return None, 0, True, doc
+        return path, size, True, doc
 
     @asynccontextmanager
     async def open(self, doc_id: str, doc: dict[str, Any] | None = None,
                    if_none_match: str | None = None) -> AsyncIterator[Part10File | None]:
-        path, size, referenced = await self._path(doc_id, doc)
+        path, size, referenced, doc = await self._path(doc_id, doc)
         if path is not None:
-            yield Part10File(200, size, None, path=path)
-        elif referenced:
+            yield Part10File(200, size, None, path=path, doc=doc)
+        elif referenced or doc is None:
             yield None
         else:
             async with self.attachments.open(doc_id, doc, if_none_match) as found:
                 yield found
 
     async def reader(self, doc_id: str) -> Reader | None:
-        path, _, referenced = await self._path(doc_id, None)
+        path, _, referenced, _ = await self._path(doc_id, None)
         if path is not None:
             return await asyncio.to_thread(LocalReader, path)
         return None if referenced else await self.attachments.reader(doc_id)

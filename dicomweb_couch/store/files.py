@@ -31,6 +31,7 @@ class Part10File:
     etag: str | None
     path: Path | None = None
     chunks: AsyncIterator[bytes] | None = None
+    doc: dict[str, Any] | None = None  # the instance document, when the store had to read it
 
 
 class Reader(Protocol):

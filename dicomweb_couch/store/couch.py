@@ -284,7 +284,8 @@ class Couch:
         if if_none_match:
             headers["If-None-Match"] = if_none_match
         try:
-            async with self._http.get(self._path(doc_id, name), headers=headers, auto_decompress=False) as resp:
+            async with self._http.get(self._path(doc_id, name), headers=headers, auto_decompress=False,
+                                      read_bufsize=_STREAM_CHUNK) as resp:
                 if resp.status == 404:
                     yield None
                     return
@@ -313,7 +314,8 @@ class Couch:
         if offset:
             headers["Range"] = f"bytes={offset}-"
         try:
-            async with self._http.get(self._path(doc_id, name), headers=headers, auto_decompress=False) as resp:
+            async with self._http.get(self._path(doc_id, name), headers=headers, auto_decompress=False,
+                                      read_bufsize=_STREAM_CHUNK) as resp:
                 if resp.status == 404:
                     yield None
                     return

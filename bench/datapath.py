@@ -15,7 +15,8 @@ nothing compresses or deduplicates):
 - Orthanc with its DICOMweb plugin (Debian ``orthanc`` + ``orthanc-dicomweb``), a private instance
   on a free loopback port with its storage in a temporary folder, given the same requests.
 
-The server runs as a separate process (``python -m dicomweb_couch``) so its CPU can be read apart
+With ``--rounds N`` every target is measured N times, the targets alternating, and the table gives
+the medians. The server runs as a separate process (``python -m dicomweb_couch``) so its CPU can be read apart
 from the benchmark's. Starts pouchdb-server (scripts/local_couch.py) in a temporary folder unless
 --couch-url names a CouchDB. Each STOW figure uses its own set of ``--count`` instances, so no
 request stores a file the target already has. The machine's CPU is shared: compare figures of one
@@ -30,6 +31,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -317,34 +319,38 @@ def _ratio(results: dict[str, dict[str, float]], key: str, a: str, b: str) -> st
 
 
 async def run(args: argparse.Namespace, couch_url: str, workdir: Path) -> dict[str, dict[str, float]]:
-    print(f"generating 3 x {args.count} instances ...", file=sys.stderr)
-    sets = [make_set(args.count, args.series_size, seed) for seed in (1, 2, 3)]
-    print(f"{sum(len(i.data) for s in sets for i in s) / MB:.0f} MB in all", file=sys.stderr)
-    results: dict[str, dict[str, float]] = {}
+    """Each round measures every target in turn on fresh instances; the figures are the medians."""
+    rounds: dict[str, list[dict[str, float]]] = {}
     timeout = aiohttp.ClientTimeout(total=600)
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False) as http:
-        for name in args.targets.split(","):
-            print(f"measuring {name} ...", file=sys.stderr)
-            if name == "store":
-                results[name] = await measure_store(http, couch_url, sets)
-            elif name == "orthanc":
-                with orthanc(workdir) as target:
-                    results[name] = await target.measure(http, sets)
-            elif name in ("couch", "files"):
-                files = str(workdir / "files") if name == "files" else ""
-                with our_server(couch_url, workdir, files) as target:
-                    results[name] = await target.measure(http, sets)
-            else:
-                raise SystemExit(f"unknown target {name!r}")
-            print(json.dumps({name: results[name]}), file=sys.stderr)
-    return results
+        for number in range(args.rounds):
+            print(f"round {number + 1}: generating 3 x {args.count} instances ...", file=sys.stderr)
+            sets = [make_set(args.count, args.series_size, 10 * number + seed) for seed in (1, 2, 3)]
+            for name in args.targets.split(","):
+                print(f"measuring {name} ...", file=sys.stderr)
+                place = workdir / f"round{number}-{name}"
+                place.mkdir()
+                if name == "store":
+                    figures = await measure_store(http, couch_url, sets)
+                elif name == "orthanc":
+                    with orthanc(place) as target:
+                        figures = await target.measure(http, sets)
+                elif name in ("couch", "files"):
+                    with our_server(couch_url, place, str(place / "files") if name == "files" else "") as target:
+                        figures = await target.measure(http, sets)
+                else:
+                    raise SystemExit(f"unknown target {name!r}")
+                print(json.dumps({name: figures}), file=sys.stderr)
+                rounds.setdefault(name, []).append(figures)
+    return {name: {key: statistics.median(f[key] for f in found) for key in found[0]} for name, found in rounds.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=100, help="instances per STOW figure (3 sets are made)")
     parser.add_argument("--series-size", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; the table gives medians")
     parser.add_argument("--couch-url", help="a CouchDB to use instead of a temporary pouchdb-server")
     parser.add_argument("--targets", default="store,couch,files,orthanc")
     parser.add_argument("--json", help="also write the figures to this file")

@@ -256,13 +256,14 @@ def running(cmd: list[str], url: str, env: dict[str, str] | None = None, log: Pa
 
 
 @contextmanager
-def our_server(couch_url: str, workdir: Path, file_store: str = "") -> Iterator[Target]:
+def our_server(couch_url: str, workdir: Path, file_store: str = "", source: Path = ROOT,
+               name: str = "") -> Iterator[Target]:
     port = local_couch.free_port()
-    env = dict(os.environ, DICOMWEB_COUCH_FILE_STORE=file_store, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, DICOMWEB_COUCH_FILE_STORE=file_store, PYTHONPATH=str(source))
     cmd = [sys.executable, "-m", "dicomweb_couch", "--port", str(port), "--couch-url", couch_url,
            "--database", f"bench_{uuid.uuid4().hex[:8]}", "--log-level", "WARNING"]
     base = f"http://127.0.0.1:{port}"
-    name = "files" if file_store else "couch"
+    name = name or ("files" if file_store else "couch")
     with running(cmd, base + "/studies?limit=1", env, workdir / f"server-{name}.log") as pid:
         yield Target(name, base, base + "/wado", pid)
 
@@ -300,15 +301,18 @@ ROWS = [
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
-    names = [n for n in ("couch", "files", "store", "orthanc") if n in results]
-    heads = {"couch": "dicomweb_couch (attachments)", "files": "dicomweb_couch (file store)",
+    names = [n for n in ("baseline", "couch", "files", "store", "orthanc") if n in results]
+    heads = {"baseline": "baseline (attachments)", "couch": "dicomweb_couch (attachments)",
+             "files": "dicomweb_couch (file store)",
              "store": "store alone (ceiling)", "orthanc": "Orthanc"}
-    lines = ["| figure | " + " | ".join(heads[n] for n in names) + " | attachments / ceiling | files / Orthanc |",
-             "| --- " * (len(names) + 3) + "|"]
+    lines = ["| figure | " + " | ".join(heads[n] for n in names)
+             + " | baseline / ceiling | attachments / ceiling | files / ceiling | files / Orthanc |",
+             "| --- " * (len(names) + 5) + "|"]
     for key, label, unit in ROWS:
         cells = [f"{results[n][key]:.1f}" if key in results[n] else "–" for n in names]
-        lines.append(f"| {label} ({unit}) | " + " | ".join(cells) + f" | {_ratio(results, key, 'couch', 'store')} | "
-                     f"{_ratio(results, key, 'files', 'orthanc')} |")
+        ratios = [_ratio(results, key, a, b) for a, b in
+                  (("baseline", "store"), ("couch", "store"), ("files", "store"), ("files", "orthanc"))]
+        lines.append(f"| {label} ({unit}) | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines)
 
 
@@ -336,6 +340,9 @@ async def run(args: argparse.Namespace, couch_url: str, workdir: Path) -> dict[s
                 elif name == "orthanc":
                     with orthanc(place) as target:
                         figures = await target.measure(http, sets)
+                elif name == "baseline":
+                    with our_server(couch_url, place, source=Path(args.baseline), name=name) as target:
+                        figures = await target.measure(http, sets)
                 elif name in ("couch", "files"):
                     with our_server(couch_url, place, str(place / "files") if name == "files" else "") as target:
                         figures = await target.measure(http, sets)
@@ -354,6 +361,8 @@ def main() -> None:
     parser.add_argument("--couch-url", help="a CouchDB to use instead of a temporary pouchdb-server")
     parser.add_argument("--targets", default="store,couch,files,orthanc")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--baseline", help="a source tree of another version of the server, measured as the target "
+                        "'baseline' (e.g. git archive COMMIT | tar -x -C DIR)")
     args = parser.parse_args()
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-datapath-")))

@@ -51,3 +51,37 @@ async def test_a_document_under_another_id_is_found_through_the_view(client, cou
                                              "objectUID": sop})
     assert resp.status == 200
     assert await resp.read() == data
+
+
+async def test_head_gives_the_headers_without_the_file(client):
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    data = make_instance(study, series, sop)
+    assert (await stow(client, [data]))[0] == 200
+    params = {"requestType": "WADO", "studyUID": study, "seriesUID": series, "objectUID": sop}
+    resp = await client.head("/wado", params=params)
+    assert resp.status == 200
+    assert int(resp.headers["Content-Length"]) == len(data) and resp.headers["ETag"]
+    assert await resp.read() == b""
+
+
+async def test_head_of_a_wado_rs_instance_has_no_body(client):
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    assert (await stow(client, [make_instance(study, series, sop)]))[0] == 200
+    url = f"/studies/{study}/series/{series}/instances/{sop}"
+    accept = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+    resp = await client.head(url, headers=accept)
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("multipart/related")
+    assert await resp.read() == b""
+    resp = await client.get(url, headers=accept)  # the connection is still usable
+    assert resp.status == 200
+
+
+async def test_head_of_a_wado_rs_series_has_no_body(client):
+    study, series = generate_uid(), generate_uid()
+    files = [make_instance(study, series, instance_number=n) for n in range(1, 4)]
+    assert (await stow(client, files))[0] == 200
+    accept = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+    resp = await client.head(f"/studies/{study}/series/{series}", headers=accept)
+    assert resp.status == 200 and await resp.read() == b""
+    resp = await client.get(f"/studies/{study}/series/{series}", headers=accept)
+    assert resp.status == 200 and len(await resp.read()) > sum(map(len, files))

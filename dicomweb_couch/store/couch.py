@@ -259,7 +259,7 @@ class Couch:
         async def stream() -> AsyncIterator[bytes]:
             yield head
             fp.seek(0)
-            while chunk := await asyncio.to_thread(fp.read, _CHUNK):
+            while chunk := await asyncio.to_thread(fp.read, _STREAM_CHUNK):
                 yield chunk
             yield tail
 

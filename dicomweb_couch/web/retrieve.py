@@ -67,7 +67,11 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
                 media_type = f"{DICOM}; transfer-syntax={offer.transfer_syntax}" if offer.transfer_syntax else DICOM
                 location = study_url(request, instance.study, instance.series, instance.sop)
                 if offer.stored:
-                    read = live[-1] if live and live[-1].doc_id == instance.doc_id else ReadAhead(files, instance.doc_id)
+                    reuse = live[-1] if live and live[-1].doc_id == instance.doc_id else None
+                    for done in live:
+                        if done is not reuse:  # finished, or left unread (HEAD): its task must not linger
+                            await done.cancel()
+                    read = reuse or ReadAhead(files, instance.doc_id)
                     live = [read]
                     size = await read.start()
                     if size is False:

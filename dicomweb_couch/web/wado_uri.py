@@ -106,6 +106,9 @@ async def _send(request: web.Request, found: Part10File, prefix: bytes) -> web.S
     if found.size is not None:
         response.content_length = found.size
     await response.prepare(request)
+    if request.method == "HEAD":  # the headers only: a body would be read as the next response
+        await response.write_eof()
+        return response
     if prefix:
         await response.write(prefix)
     async for chunk in chunks(found):

@@ -15,8 +15,9 @@ nothing compresses or deduplicates):
 - Orthanc with its DICOMweb plugin (Debian ``orthanc`` + ``orthanc-dicomweb``), a private instance
   on a free loopback port with its storage in a temporary folder, given the same requests.
 
-With ``--rounds N`` every target is measured N times, the targets alternating, and the table gives
-the medians. The server runs as a separate process (``python -m dicomweb_couch``) so its CPU can be read apart
+With ``--rounds N`` every target is measured N times, the targets alternating (each round starting
+with another, so that none always follows the same one: the store's background work after a
+target's writes falls on the next), and the table gives the medians. The server runs as a separate process (``python -m dicomweb_couch``) so its CPU can be read apart
 from the benchmark's. Starts pouchdb-server (scripts/local_couch.py) in a temporary folder unless
 --couch-url names a CouchDB. Each STOW figure uses its own set of ``--count`` instances, so no
 request stores a file the target already has. The machine's CPU is shared: compare figures of one
@@ -331,7 +332,8 @@ async def run(args: argparse.Namespace, couch_url: str, workdir: Path) -> dict[s
         for number in range(args.rounds):
             print(f"round {number + 1}: generating 3 x {args.count} instances ...", file=sys.stderr)
             sets = [make_set(args.count, args.series_size, 10 * number + seed) for seed in (1, 2, 3)]
-            for name in args.targets.split(","):
+            names = args.targets.split(",")
+            for name in names[number % len(names):] + names[:number % len(names)]:  # each round starts elsewhere
                 print(f"measuring {name} ...", file=sys.stderr)
                 place = workdir / f"round{number}-{name}"
                 place.mkdir()

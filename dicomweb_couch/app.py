@@ -10,15 +10,16 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from dicomweb_couch import auth
-from dicomweb_couch.appkeys import CATALOG, COUCH, GATEWAY, SEARCH, SETTINGS
+from dicomweb_couch.appkeys import CATALOG, COUCH, FILES, GATEWAY, SEARCH, SETTINGS
 from dicomweb_couch.dimse.gateway import Gateway
 from dicomweb_couch.dimse.services import LoopBridge, Services
 from dicomweb_couch.errors import error_middleware
 from dicomweb_couch.search.catalog import StudyCatalog
 from dicomweb_couch.search.engine import SearchEngine
 from dicomweb_couch.settings import Settings
-from dicomweb_couch.store import design_docs
-from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.store import design_docs, tuning
+from dicomweb_couch.store.couch import Couch, CouchUnavailable
+from dicomweb_couch.store.file_store import FileStore, open_part10_store
 from dicomweb_couch.web import (
     bulkdata,
     cors,
@@ -51,6 +52,20 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
         if await couch.install_design_doc(doc_id, content):
             log.info("installed design document %s (its indexes rebuild on the next query)", doc_id)
     app[COUCH] = couch
+    try:
+        await tuning.check(couch)
+    except CouchUnavailable as exc:
+        log.info("could not check CouchDB's settings for images: %s", exc)
+    background = []
+    try:
+        files = await open_part10_store(couch, settings.file_store)
+    except (ValueError, OSError) as exc:
+        await couch.close()
+        raise CouchUnavailable(f"file_store: {exc}") from exc
+    app[FILES] = files
+    if isinstance(files, FileStore):
+        background.append(asyncio.create_task(files.sweep()))
+        log.info("Part 10 files are kept in the file store %s", settings.file_store)
     app[CATALOG] = StudyCatalog(couch)
     app[SEARCH] = SearchEngine(couch, app[CATALOG], default_limit=settings.qido_default_limit,
                                max_limit=settings.qido_max_limit, patience=settings.index_patience)
@@ -60,8 +75,9 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
     log.info("WADO-URI root (OHIF wadoUriRoot): %s%s/wado", root, settings.prefix)
     log.info("OHIF Viewer: %s%s/ (%s)", root, viewer.MOUNT, viewer.build_problem(app[viewer.VIEWER_DIR]) or "installed")
     yield
-    warmer.cancel()
-    await asyncio.gather(warmer, return_exceptions=True)
+    for task in (warmer, *background):
+        task.cancel()
+    await asyncio.gather(warmer, *background, return_exceptions=True)
     await app[CATALOG].close()
     await couch.close()
 
@@ -71,7 +87,7 @@ def _dimse_context(gateway: Gateway) -> Callable[[web.Application], AsyncIterato
     threads may be waiting for this loop) before the database closes."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        services = Services(app[COUCH], app[SEARCH], LoopBridge(asyncio.get_running_loop()),
+        services = Services(app[COUCH], app[FILES], app[SEARCH], LoopBridge(asyncio.get_running_loop()),
                             gateway.settings.dimse_ae_title, gateway.remote_aes)
         gateway.start(services)
         yield

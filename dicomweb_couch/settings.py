@@ -71,6 +71,8 @@ class Settings:
     dimse_max_pdu: int = 16382  # largest P-DATA PDU we receive (bytes); 0 = no limit
     dimse_timeout: float = 30.0  # seconds to wait for an association request or a DIMSE message
     dimse_network_timeout: float = 60.0  # seconds an idle association is kept open
+    # README "The file store": a directory for the Part 10 files instead of CouchDB attachments; "" = attachments.
+    file_store: str = ""
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()

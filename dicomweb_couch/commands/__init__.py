@@ -14,4 +14,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "healthcheck": ("dicomweb_couch.commands.healthcheck", "exit 0 if the local server answers /healthz (containers)"),
     "cluster-setup": ("dicomweb_couch.commands.cluster_setup", "join Apache CouchDB 3 nodes into a cluster (one-shot)"),
     "import": ("dicomweb_couch.commands.importer", "store folders, zip files and DICOMDIRs"),
+    "files": ("dicomweb_couch.commands.files", "move Part 10 files between attachments and a file store"),
 }

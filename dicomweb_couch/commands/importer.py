@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from dicomweb_couch.settings import Settings
 from dicomweb_couch.store.couch import Couch, CouchUnavailable
+from dicomweb_couch.store.file_store import open_part10_store
 from dicomweb_couch.store.importer import (
     ALREADY_THERE,
     REFUSED,
@@ -115,7 +116,8 @@ async def _run(settings: Settings, args: argparse.Namespace, sources: list[Sourc
     couch = Couch(settings.couch_url, settings.database, settings.couch_user, settings.couch_password)
     await couch.open(settings.couch_wait)
     try:
-        await import_sources(sources, DatabaseTarget(couch), args.workers, note)
+        files = await open_part10_store(couch, settings.file_store)  # the file store, when the server uses one
+        await import_sources(sources, DatabaseTarget(couch, files), args.workers, note)
     finally:
         await couch.close()
 

@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "python scripts/ohif.py install puts the pinned one there)")
     p.add_argument("--ohif-config", help="an OHIF app-config.js to serve instead of the generated one")
     p.add_argument("--workers", type=int, help="server processes sharing the port (default 1); see README")
+    p.add_argument("--file-store", help="keep the Part 10 files in this directory instead of CouchDB attachments "
+                   "(README 'The file store'; default: attachments)")
     p.add_argument("--version", action="version", version=f"dicomweb_couch {__version__}")
     return p.parse_args(argv)
 

@@ -11,7 +11,9 @@ instance whose file cannot be read counts as failed. C-MOVE sends only to the AE
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -36,7 +38,8 @@ from dicomweb_couch.dimse.query import (
 from dicomweb_couch.dimse.services import Services
 from dicomweb_couch.search.catalog import CatalogNotReady
 from dicomweb_couch.search.matching import QueryError
-from dicomweb_couch.store.couch import Couch, CouchUnavailable
+from dicomweb_couch.store.couch import CouchUnavailable
+from dicomweb_couch.store.files import Part10Store
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +88,19 @@ def contexts_for(instances: list[dict[str, Any]]) -> list[PresentationContext]:
     return contexts[:_MAX_CONTEXTS]
 
 
-async def _read_file(couch: Couch, sop_instance_uid: str) -> IO[bytes] | None:
+async def _read_file(files: Part10Store, sop_instance_uid: str) -> IO[bytes] | None:
     """The stored Part 10 file, spooled (in memory while small), or None if it is missing."""
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 -- handed to the caller
-    async with couch.attachment(sop_instance_uid) as attachment:
-        if attachment is None:
+    async with files.open(sop_instance_uid) as found:
+        if found is None:
             spool.close()
             return None
-        async for chunk in attachment.chunks:
-            spool.write(chunk)
+        if found.path is not None:  # the file store: a local file
+            with found.path.open("rb") as local:
+                await asyncio.to_thread(shutil.copyfileobj, local, spool)
+        elif found.chunks is not None:
+            async for chunk in found.chunks:
+                spool.write(chunk)
     spool.seek(0)
     return spool
 
@@ -108,7 +115,7 @@ def _datasets(services: Services, instances: list[dict[str, Any]], event: evt.Ev
             return
         uid = _uid(record, "00080018")
         try:
-            fp = services.bridge.run(_read_file(services.couch, uid))
+            fp = services.bridge.run(_read_file(services.files, uid))
         except (CouchUnavailable, FutureTimeout) as exc:
             log.warning("retrieve: cannot read %s: %s", uid, exc)
             fp = None

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from dicomweb_couch.search.engine import SearchEngine
 from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.store.files import Part10Store
 
 T = TypeVar("T")
 
@@ -58,9 +59,10 @@ class LoopBridge:
 
 @dataclass
 class Services:
-    """What the DIMSE handlers work with: the archive's store and search engine, and the known peers."""
+    """What the DIMSE handlers work with: the archive's store, its files and search engine, and the known peers."""
 
     couch: Couch
+    files: Part10Store
     search: SearchEngine
     bridge: LoopBridge
     ae_title: str

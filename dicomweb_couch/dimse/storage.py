@@ -54,7 +54,8 @@ def on_c_store(event: evt.Event, services: Services) -> Dataset:
         md5, size = md5_of(fp)
         try:
             outcome = services.bridge.run(store_file(services.couch, fp, md5, size,
-                                                     expected_instance=meta.MediaStorageSOPInstanceUID))
+                                                     expected_instance=meta.MediaStorageSOPInstanceUID,
+                                                     files=services.files))
         except FutureTimeout:
             outcome = Outcome(None, meta.MediaStorageSOPInstanceUID, failure_reason=PROCESSING_FAILURE,
                               message="the database took too long to store the instance")

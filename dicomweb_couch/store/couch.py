@@ -66,10 +66,13 @@ POUCHDB_MAX_ATTACHMENT = 100 * 2**20
 """The largest file pouchdb-server 4.2.0 stores (measured: 100 MiB stored in ~2 min; 128 MiB
 refused with 500 "Invalid array length"; 300 MiB kills the process, whatever its V8 heap). Larger
 instances are refused before a byte is sent (413), so no client can take the local store down."""
+_STREAM_CHUNK = 1024 * 1024  # what an attachment read hands on at most per write: fewer, larger writes
 _DELETE_BATCH = 500
 _JSON_HEADERS = {
     # pouchdb-server answers text/plain unless asked for JSON, which aiocouch cannot decode.
     "Accept": "application/json",
+    # pouchdb-server gzips every answer unless told not to: CPU on both sides for loopback bytes.
+    "Accept-Encoding": "identity",
 }
 
 
@@ -373,6 +376,14 @@ class Couch:
         _, data = await self._request("GET", url, params={"limit": "0", "stale": "ok", "update_seq": "true"})
         return data.get("update_seq")
 
+    async def doc_ids(self, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` document ids (design documents included) in id order, after ``after``."""
+        params = {"limit": str(limit)}
+        if after is not None:
+            params.update(startkey=json.dumps(after), skip="1")
+        _, data = await self._request("GET", self._path("_all_docs"), params=params)
+        return [row["id"] for row in data["rows"]]
+
     async def update_seq(self) -> Any:
         """The database's current sequence: opaque (a string on CouchDB 3, a number on pouchdb)."""
         return (await self.database_info())["update_seq"]
@@ -575,7 +586,8 @@ class Couch:
         what = f"GET attachment {doc_id}/{name}"
         try:
             resp = await self._bounded(
-                self._http.get(self._path(doc_id, name), headers=headers, auto_decompress=False), what, None)
+                self._http.get(self._path(doc_id, name), headers=headers, auto_decompress=False,
+                               read_bufsize=_STREAM_CHUNK), what, None)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise CouchUnavailable(f"reading attachment {doc_id}/{name} failed: {exc!r}") from exc
         try:
@@ -650,8 +662,19 @@ class Couch:
         """Whether the instance document exists with this very file (its ``md5hash``) attached."""
         return _holds(await self.get_doc(doc_id), md5)
 
-    async def store_instance(self, doc: dict[str, Any], fp: IO[bytes], size: int, patience: float = 60.0) -> bool:
+    async def node_config(self) -> dict[str, Any] | None:
+        """The node's configuration (``GET /_node/_local/_config``, Apache CouchDB 3 with admin
+        rights); None when it cannot be read: no admin rights, or pouchdb-server, which has no such
+        endpoint."""
+        status, data = await self._request("GET", self.url + "/_node/_local/_config", ok=(200, 400, 401, 403, 404))
+        return data if status == 200 and isinstance(data, dict) else None
+
+    async def store_instance(self, doc: dict[str, Any], fp: IO[bytes] | None, size: int,
+                             patience: float = 60.0) -> bool:
         """Store an instance document with its Part 10 file; False if that very file is already there.
+
+        ``fp`` None: the document refers to its file in the file store (``file_store.py``) and is
+        written alone.
 
         The first PUT carries no revision, so a new instance costs one write. On a conflict the
         stored ``md5hash`` (the predecessor's field) tells a repeated store, which is left alone,
@@ -670,7 +693,7 @@ class Couch:
         attempt = 0
         while True:
             try:
-                await self.put_with_attachment(doc, fp, size)
+                await (self.put_doc(doc) if fp is None else self.put_with_attachment(doc, fp, size))
                 return True
             except Conflict:
                 current = await self.get_doc(doc["_id"])
@@ -699,12 +722,12 @@ def _refusal(status: int, data: dict[str, Any], what: str, view: bool = False) -
 async def _file_chunks(fp: IO[bytes]) -> AsyncIterator[bytes]:
     """The whole file from its start, read in a thread chunk by chunk."""
     fp.seek(0)
-    while chunk := await asyncio.to_thread(fp.read, _CHUNK):
+    while chunk := await asyncio.to_thread(fp.read, _STREAM_CHUNK):
         yield chunk
 
 
 async def _chunks(stream: AttachmentStream) -> AsyncIterator[bytes]:
-    while chunk := await stream.read(_CHUNK):
+    while chunk := await stream.read(_STREAM_CHUNK):
         yield chunk
 
 
@@ -714,4 +737,6 @@ def _md5_hex(fp: IO[bytes]) -> str:
 
 
 def _holds(doc: dict[str, Any] | None, md5: str | None) -> bool:
-    return doc is not None and doc.get("md5hash") == md5 and ATTACHMENT in doc.get("_attachments", {})
+    """Whether ``doc`` is an instance with this very file: attached, or in the file store (``file``)."""
+    return (doc is not None and doc.get("md5hash") == md5
+            and (ATTACHMENT in doc.get("_attachments", {}) or "file" in doc))

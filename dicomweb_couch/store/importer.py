@@ -26,6 +26,7 @@ import aiohttp
 import pydicom
 
 from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.store.files import Part10Store
 from dicomweb_couch.store.ingest import (
     CANNOT_UNDERSTAND,
     PROCESSING_FAILURE,
@@ -169,13 +170,14 @@ class DatabaseTarget:
 
     _MISSES_BEFORE_TRUSTING = 32
 
-    def __init__(self, couch: Couch) -> None:
+    def __init__(self, couch: Couch, files: Part10Store) -> None:
         self.couch = couch
+        self.files = files
         self._misses = 0
 
     async def store(self, fp: IO[bytes], md5: str, size: int) -> Outcome:
         check = self._misses < self._MISSES_BEFORE_TRUSTING
-        outcome = await store_file(self.couch, fp, md5, size, skip_stored=check)
+        outcome = await store_file(self.couch, fp, md5, size, skip_stored=check, files=self.files)
         if check and outcome.failure_reason is None:
             self._misses = 0 if not outcome.written else self._misses + 1
         return outcome

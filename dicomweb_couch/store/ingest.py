@@ -22,6 +22,7 @@ from dicomweb_couch.dicom.dicomjson import (
     parse_part10,
 )
 from dicomweb_couch.store.couch import Conflict, Couch, CouchRefused, CouchUnavailable
+from dicomweb_couch.store.files import AttachmentStore, Part10Store
 from dicomweb_couch.store.upgrade import SYNTAX_FIELD, repair
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,12 @@ def md5_of(fp: IO[bytes]) -> tuple[str, int]:
 
 
 async def store_file(couch: Couch, fp: IO[bytes], md5: str, size: int, expected_study: str | None = None,
-                     expected_instance: str | None = None, skip_stored: bool = False) -> Outcome:
+                     expected_instance: str | None = None, skip_stored: bool = False,
+                     files: Part10Store | None = None) -> Outcome:
     """Parse, check and store one Part 10 file held in ``fp`` (any position; it is rewound).
+
+    ``files`` is where the file goes (the app's ``FILES``: attachments or the file store);
+    attachments of ``couch`` when not given.
 
     ``md5`` and ``size`` describe the whole file (computed while it was received, or by
     :func:`md5_of`). Parsing runs in a thread: it is CPU work that must not hold the event loop.
@@ -87,7 +92,7 @@ async def store_file(couch: Couch, fp: IO[bytes], md5: str, size: int, expected_
         if skip_stored and await couch.holds_file(parsed.sop_instance_uid, md5):
             written = False
         else:
-            written = await couch.store_instance(document(parsed, md5), fp, size)
+            written = await (files or AttachmentStore(couch)).store(document(parsed, md5), fp, size)
     except CouchUnavailable as exc:
         log.error("storing %s failed: %s", parsed.sop_instance_uid, exc)
         return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=PROCESSING_FAILURE,

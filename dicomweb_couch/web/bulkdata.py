@@ -24,11 +24,10 @@ from pydicom import Dataset, dcmread
 from pydicom.encaps import generate_frames
 from pydicom.tag import Tag
 
-from dicomweb_couch.appkeys import COUCH, SETTINGS
+from dicomweb_couch.appkeys import FILES, SETTINGS
 from dicomweb_couch.dicom import transfer_syntax
 from dicomweb_couch.dicom.dicomjson import BINARY_VRS
 from dicomweb_couch.errors import DicomwebError, quoted
-from dicomweb_couch.store.remote_file import RemoteFile
 from dicomweb_couch.web import accept, frames, instances
 from dicomweb_couch.web.multipart import MultipartWriter
 from dicomweb_couch.web.responses import dicomweb_root
@@ -99,7 +98,7 @@ async def retrieve_bulkdata(request: web.Request) -> web.StreamResponse:
     if path in ([0x7FE00010], [0x7FE00008], [0x7FE00009]):
         return await frames.send_frames(request, instance)
     ranges = accept.acceptable(request.headers.getall(hdrs.ACCEPT, []), request.query)
-    remote = await RemoteFile.open(request.app[COUCH], instance.doc_id)
+    remote = await request.app[FILES].reader(instance.doc_id)
     if remote is None:
         raise DicomwebError(404, f"instance {instance.sop} has no stored file")
     try:

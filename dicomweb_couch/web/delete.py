@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from dicomweb_couch.appkeys import COUCH, SETTINGS
+from dicomweb_couch.appkeys import FILES, SETTINGS
 from dicomweb_couch.errors import DicomwebError
 from dicomweb_couch.web import instances
 
@@ -28,6 +28,6 @@ async def delete(request: web.Request) -> web.Response:
         raise DicomwebError(405, "this archive is read-only: deleting is switched off (setting allow_delete)",
                             headers={"Allow": allowed})
     found = await instances.find(request, learn_syntax=False)  # a DELETE needs no transfer syntax
-    deleted = await request.app[COUCH].delete_instances({i.doc_id: i.study for i in found})
+    deleted = await request.app[FILES].delete({i.doc_id: i.study for i in found})
     log.info("deleted %d instance(s) of %s", deleted, instances.describe(study, series, sop))
     return web.Response(status=204)

@@ -29,10 +29,10 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate, get_frame, parse_basic_offsets, parse_fragments
 from pydicom.pixels import pack_bits, pixel_array
 
-from dicomweb_couch.appkeys import COUCH
+from dicomweb_couch.appkeys import FILES
 from dicomweb_couch.dicom import transfer_syntax
 from dicomweb_couch.errors import DicomwebError, quoted
-from dicomweb_couch.store.remote_file import RemoteFile
+from dicomweb_couch.store.files import Reader
 from dicomweb_couch.web import accept, instances
 from dicomweb_couch.web.instances import StoredInstance
 from dicomweb_couch.web.multipart import MultipartWriter
@@ -230,9 +230,9 @@ def part_type(offer: accept.Offer) -> str:
     return f"{offer.media_type}; transfer-syntax={offer.transfer_syntax}"
 
 
-async def open_pixels(request: web.Request, instance: StoredInstance) -> tuple[RemoteFile, PixelData]:
+async def open_pixels(request: web.Request, instance: StoredInstance) -> tuple[Reader, PixelData]:
     """The instance's file and its pixel data; 404 if it has none. Close the file with ``aclose``."""
-    remote = await RemoteFile.open(request.app[COUCH], instance.doc_id)
+    remote = await request.app[FILES].reader(instance.doc_id)
     if remote is None:
         raise DicomwebError(404, f"instance {instance.sop} has no stored file")
     try:

@@ -36,6 +36,8 @@ class MultipartWriter:
         """Write one part; ``length`` (Content-Length) is known for bytes and optional for a stream."""
         if not self.response.prepared:
             await self.response.prepare(self._request)
+        if self._request.method == "HEAD":  # headers only: a body would be read as the next response
+            return
         head = f"--{self._boundary}\r\nContent-Type: {content_type}\r\n"
         if isinstance(body, (bytes, bytearray)):
             length = len(body)
@@ -59,7 +61,8 @@ class MultipartWriter:
         if error is None:
             if not self.response.prepared:
                 await self.response.prepare(self._request)
-            await self.response.write(f"--{self._boundary}--\r\n".encode())
+            if self._request.method != "HEAD":
+                await self.response.write(f"--{self._boundary}--\r\n".encode())
             await self.response.write_eof()
             return False
         if not self.response.prepared or not isinstance(error, Exception):

@@ -1,8 +1,9 @@
 """WADO-RS retrieve study, series and instance (PS3.18 10.4.1.1.1): Part 10 files, multipart/related.
 
-Every instance goes out as stored, byte-exact and streamed from its CouchDB attachment, when the
-client accepts its transfer syntax (``transfer-syntax=*`` or that very UID): memory does not grow
-with the study. Otherwise it is converted (``transfer_syntax.transcode``) in a worker thread, one
+Every instance goes out as stored, byte-exact and streamed from its CouchDB attachment (or the
+file store), when the client accepts its transfer syntax (``transfer-syntax=*`` or that very UID):
+memory does not grow with the study. While one file is sent the next is already being fetched
+(``ReadAhead``, a few chunks at most), so the response has no gap waiting for the store. Otherwise it is converted (``transfer_syntax.transcode``) in a worker thread, one
 instance at a time, into a temporary file that is then streamed. Before the first byte goes out
 every instance's syntax is checked against the Accept list, so a study that cannot be delivered
 whole is a 406 naming the instance, never a response silently missing some instances.
@@ -14,15 +15,14 @@ import asyncio
 import logging
 import tempfile
 from collections.abc import AsyncIterator
-from typing import IO
+from typing import IO, Any
 
 from aiohttp import hdrs, web
 
-from dicomweb_couch.appkeys import COUCH
+from dicomweb_couch.appkeys import FILES
 from dicomweb_couch.dicom import transfer_syntax
 from dicomweb_couch.errors import DicomwebError
-from dicomweb_couch.store.couch import Couch
-from dicomweb_couch.store.remote_file import RemoteFile
+from dicomweb_couch.store.files import Part10Store, chunks
 from dicomweb_couch.web import accept, instances
 from dicomweb_couch.web.instances import StoredInstance
 from dicomweb_couch.web.multipart import MultipartWriter
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 DICOM = "application/dicom"
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 _CHUNK = 256 * 1024
+_AHEAD = 4
 
 
 def offers(stored: str | None) -> list[accept.Offer]:
@@ -58,26 +59,88 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
     plan = [(instance, accept.negotiate(ranges, offers(instance.transfer_syntax),
                                         f"instance {instance.sop} (stored as {transfer_syntax.name(instance.transfer_syntax)})"))
             for instance in found]
-    couch = request.app[COUCH]
-    async with MultipartWriter(request, DICOM) as writer:
-        for instance, offer in plan:
-            media_type = f"{DICOM}; transfer-syntax={offer.transfer_syntax}" if offer.transfer_syntax else DICOM
-            location = study_url(request, instance.study, instance.series, instance.sop)
-            if offer.stored:
-                async with couch.attachment(instance.doc_id) as attachment:
-                    if attachment is None:
+    files = request.app[FILES]
+    live: list[ReadAhead] = []  # the file being sent and the next one, at most
+    try:
+        async with MultipartWriter(request, DICOM) as writer:
+            for index, (instance, offer) in enumerate(plan):
+                media_type = f"{DICOM}; transfer-syntax={offer.transfer_syntax}" if offer.transfer_syntax else DICOM
+                location = study_url(request, instance.study, instance.series, instance.sop)
+                if offer.stored:
+                    reuse = live[-1] if live and live[-1].doc_id == instance.doc_id else None
+                    for done in live:
+                        if done is not reuse:  # finished, or left unread (HEAD): its task must not linger
+                            await done.cancel()
+                    read = reuse or ReadAhead(files, instance.doc_id)
+                    live = [read]
+                    size = await read.start()
+                    if size is False:
                         raise DicomwebError(404, f"instance {instance.sop} has no stored file")
-                    await writer.part(media_type, attachment.chunks, length=attachment.length, location=location)
-            else:
-                with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
-                    size = await convert(couch, instance, offer.transfer_syntax or transfer_syntax.EXPLICIT_LE, spool)
-                    await writer.part(media_type, _read(spool), length=size, location=location)
-    return writer.response
+                    following = plan[index + 1] if index + 1 < len(plan) else None
+                    if following is not None and following[1].stored:
+                        live.append(ReadAhead(files, following[0].doc_id))
+                        live[-1].begin()  # the next file is fetched while this one is sent: no gap between parts
+                    await writer.part(media_type, read.chunks(), length=size, location=location)
+                else:
+                    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
+                        size = await convert(files, instance, offer.transfer_syntax or transfer_syntax.EXPLICIT_LE, spool)
+                        await writer.part(media_type, _read(spool), length=size, location=location)
+        return writer.response
+    finally:
+        for read in live:
+            await read.cancel()
 
 
-async def convert(couch: Couch, instance: StoredInstance, target: str, out: IO[bytes]) -> int:
+class ReadAhead:
+    """One instance's stored file, read by a task of its own into a small queue, so the next file's
+    request is under way while the current one is being sent. At most ``_AHEAD`` chunks wait."""
+
+    def __init__(self, files: Part10Store, doc_id: str) -> None:
+        self._files, self.doc_id = files, doc_id
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_AHEAD)
+        self._task: asyncio.Task[None] | None = None
+
+    def begin(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async with self._files.open(self.doc_id) as found:
+                if found is None:
+                    await self._queue.put(False)
+                    return
+                await self._queue.put(found.size)
+                async for chunk in chunks(found):
+                    await self._queue.put(chunk)
+            await self._queue.put(b"")
+        except Exception as exc:  # handed to the reader, which raises it in the request's task
+            await self._queue.put(exc)
+
+    async def _get(self) -> Any:
+        item = await self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def start(self) -> int | None | bool:
+        """The file's size (None when unknown), False when the instance has no file."""
+        self.begin()
+        return await self._get()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while chunk := await self._get():
+            yield chunk
+
+    async def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def convert(files: Part10Store, instance: StoredInstance, target: str, out: IO[bytes]) -> int:
     """Write the instance in ``target`` syntax to ``out``; return its size."""
-    remote = await RemoteFile.open(couch, instance.doc_id)
+    remote = await files.reader(instance.doc_id)
     if remote is None:
         raise DicomwebError(404, f"instance {instance.sop} has no stored file")
     try:

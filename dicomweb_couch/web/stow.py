@@ -19,7 +19,7 @@ from typing import IO
 from aiohttp import web
 from multidict import CIMultiDict
 
-from dicomweb_couch.appkeys import COUCH, SETTINGS
+from dicomweb_couch.appkeys import COUCH, FILES, SETTINGS
 from dicomweb_couch.dicom.dicomjson import element
 from dicomweb_couch.errors import DicomwebError
 from dicomweb_couch.store.ingest import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, PROCESSING_FAILURE, Outcome, store_file
@@ -95,7 +95,8 @@ async def _store_part(request: web.Request, reader: RelatedReader, headers: CIMu
             return Outcome(None, None, failure_reason=OUT_OF_RESOURCES,
                            message=f"the part is larger than {max_size} bytes, the largest instance this archive "
                                    "accepts (setting max_instance_size): it was not stored")
-        return await store_file(request.app[COUCH], fp, md5, size, expected_study)
+        return await store_file(request.app[COUCH], fp, md5, size, expected_study,
+                                files=request.app[FILES])
 
 
 async def _spool(reader: RelatedReader, fp: IO[bytes], max_size: int) -> tuple[str, int]:

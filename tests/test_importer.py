@@ -158,3 +158,22 @@ def test_bad_arguments_and_missing_paths(couch_server, couch_db_name, tmp_path):
     assert run.returncode == 0, run.stderr
     [row] = report_rows(report)
     assert row["result"] == "skipped" and row["message"] == "no such file or folder"
+
+
+def test_import_keeps_files_in_the_file_store_when_the_server_uses_one(couch_server, couch_db_name, tmp_path):
+    """The importer takes the server's settings, file_store included: every way in keeps files alike."""
+    folder, store = tmp_path / "in", tmp_path / "files"
+    folder.mkdir()
+    sent = [make_instance(generate_uid(), generate_uid(), instance_number=n) for n in range(1, 4)]
+    for n, data in enumerate(sent):
+        (folder / f"{n}.dcm").write_bytes(data)
+    run = subprocess.run(importer(couch_server, couch_db_name, "--no-progress", str(folder)),
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "DICOMWEB_COUCH_FILE_STORE": str(store)})
+    assert run.returncode == 0, run.stderr
+    kept = sorted(p.read_bytes() for p in store.rglob("*.dcm") if not {"tmp", "trash"} & set(p.relative_to(store).parts))
+    assert kept == sorted(sent)  # byte-exact, one file each
+    status, body = couch_server.request("GET", f"{couch_db_name}/_all_docs?include_docs=true")
+    assert status == 200, body
+    docs = [row["doc"] for row in body["rows"] if not row["id"].startswith("_design/")]
+    assert len(docs) == 3 and all("file" in doc and "_attachments" not in doc for doc in docs)

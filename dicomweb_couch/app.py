@@ -45,7 +45,7 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
         if await couch.install_design_doc(doc_id, content):
             log.info("installed design document %s (its indexes rebuild on the next query)", doc_id)
     app[COUCH] = couch
-    app[CATALOG] = StudyCatalog(couch)
+    app[CATALOG] = StudyCatalog(couch, settings.catalog_file)
     app[SEARCH] = SearchEngine(couch, app[CATALOG], default_limit=settings.qido_default_limit,
                                max_limit=settings.qido_max_limit, patience=settings.index_patience)
     warmer = asyncio.create_task(app[CATALOG].keep_warm(settings.index_refresh))

@@ -50,6 +50,14 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)  # origins whose pages may call the API; "*" any, () none
     ohif_dir: str = "var/ohif"  # the OHIF Viewer build served at /ohif/ (scripts/ohif.py installs it)
     ohif_config: str | None = None  # an app-config.js to serve instead of the generated one
+    # The study catalog file of this process (README "What each process keeps"); "" = under var/catalog/,
+    # named for the database and port, so several processes on one host keep one file each.
+    catalog_path: str = ""
+
+    @property
+    def catalog_file(self) -> Path:
+        """Where this process keeps its study catalog."""
+        return Path(self.catalog_path or f"var/catalog/{self.database}-{self.port}.sqlite3")
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()

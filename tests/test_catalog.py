@@ -10,46 +10,55 @@ from dicom_factory import make_instance, stow
 from pydicom.uid import generate_uid
 
 from dicomweb_couch.appkeys import CATALOG, COUCH
-from dicomweb_couch.search.catalog import CatalogNotReady, StudyCatalog, StudyIndex, StudySummary
+from dicomweb_couch.search import catalog_store
+from dicomweb_couch.search.catalog import CatalogNotReady, StudyCatalog
+from dicomweb_couch.search.catalog_store import CatalogStore
 
 
-def summary(uid: str, name: str, pid: str, date: str, modalities: set[str]) -> StudySummary:
-    attrs = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": name, "Ideographic": name.upper() + "=I"}]},
-             "00100020": {"vr": "LO", "Value": [pid]}, "00080020": {"vr": "DA", "Value": [date]}}
-    study = StudySummary(uid, modalities=modalities, series={"1"})
-    study.variants[json.dumps(attrs)] = 3
-    return study
+def change(uid: str, name: str, pid: str, date: str, modality: str, n: int) -> dict:
+    dataset = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": name, "Ideographic": name.upper() + "=I"}]},
+               "00100020": {"vr": "LO", "Value": [pid]}, "00080020": {"vr": "DA", "Value": [date]},
+               "0020000D": {"vr": "UI", "Value": [uid]}, "0020000E": {"vr": "UI", "Value": [uid + ".1"]},
+               "00080060": {"vr": "CS", "Value": [modality]}}
+    return {"id": f"{uid}.{n}", "doc": {"dataset": dataset}}
 
 
-INDEX = StudyIndex([
-    summary("1.1", "Doe^John", "P1", "20200101", {"CT"}),
-    summary("1.2", "Doering^Ann", "P2", "20210615", {"MR", "CT"}),
-    summary("1.3", "Smith^Doe", "P1", "20221231", {"PT"}),
-])
+@pytest.fixture
+def store(tmp_path) -> CatalogStore:
+    store = CatalogStore(tmp_path / "catalog.sqlite3", "test")
+    store.apply([change("1.1", "Doe^John", "P1", "20200101", "CT", 1), change("1.1", "Doe^John", "P1", "20200101", "CT", 2),
+                 change("1.2", "Doering^Ann", "P2", "20210615", "MR", 1), change("1.2", "Doering^Ann", "P2", "20210615", "CT", 2),
+                 change("1.3", "Smith^Doe", "P1", "20221231", "PT", 1)], "seq-1")
+    return store
 
 
-def test_exact_values():
-    assert INDEX.exact("00100020", "P1") == {"1.1", "1.3"}
-    assert INDEX.exact("00100020", "p1") == set()
-    assert INDEX.exact("00080061", "CT") == {"1.1", "1.2"}
+def uids(store: CatalogStore, *conditions: catalog_store.Condition) -> set[str]:
+    return {s.uid for s in store.find(list(conditions), [], None, 0, 100)[0]}
 
 
-def test_ranges_are_inclusive_and_open_ended():
-    assert INDEX.between("00080020", "20200101", "20210615") == {"1.1", "1.2"}
-    assert INDEX.between("00080020", "20210616", None) == {"1.3"}
-    assert INDEX.between("00080020", "", "20191231") == set()
+def test_exact_values(store):
+    assert uids(store, catalog_store.exact("00100020", ["P1"])) == {"1.1", "1.3"}
+    assert uids(store, catalog_store.exact("00100020", ["p1"])) == set()
+    assert uids(store, catalog_store.exact("00080061", ["CT"])) == {"1.1", "1.2"}
 
 
-def test_names_by_whole_name_and_component_prefix():
-    assert INDEX.between("00100010", "DOE", "DOE\uffff") == {"1.1", "1.2", "1.3"}  # Smith^Doe by component
-    assert INDEX.between("00100010", "DOE^", "DOE^\uffff") == {"1.1"}
-    assert INDEX.between("00100010", "SMITH", "SMITH\uffff") == {"1.3"}
+def test_ranges_are_inclusive_and_open_ended(store):
+    assert uids(store, catalog_store.between("00080020", "20200101", "20210615")) == {"1.1", "1.2"}
+    assert uids(store, catalog_store.between("00080020", "20210616", None)) == {"1.3"}
+    assert uids(store, catalog_store.between("00080020", "", "20191231")) == set()
 
 
-def test_summary_dataset_has_the_computed_attributes():
-    study = summary("1.2", "Doering^Ann", "P2", "20210615", {"MR", "CT"})
+def test_names_by_whole_name_and_component_prefix(store):
+    assert uids(store, catalog_store.between("00100010", "DOE", "DOE\uffff")) == {"1.1", "1.2", "1.3"}
+    assert uids(store, catalog_store.between("00100010", "DOE^", "DOE^\uffff")) == {"1.1"}
+    assert uids(store, catalog_store.between("00100010", "SMITH", "SMITH\uffff")) == {"1.3"}
+
+
+def test_summary_dataset_has_the_computed_attributes(store):
+    study = store.get("1.2")
     assert study.dataset["00080061"]["Value"] == ["CT", "MR"]
-    assert study.dataset["00201208"]["Value"] == [3] and study.dataset["00201206"]["Value"] == [1]
+    assert study.dataset["00201208"]["Value"] == [2] and study.dataset["00201206"]["Value"] == [1]
+    assert store.checkpoint() == "seq-1"
 
 
 async def test_deletion_behind_the_servers_back_is_seen(client, couch_server, couch_db_name):
@@ -66,27 +75,28 @@ async def test_deletion_behind_the_servers_back_is_seen(client, couch_server, co
     assert record["00201208"]["Value"] == [2]
 
 
-async def test_catalog_survives_a_large_backlog(client, monkeypatch):
-    """More changes than worth replaying: the catalog re-reads the view instead."""
-    monkeypatch.setattr("dicomweb_couch.search.catalog.REBUILD_AFTER", 2)
+async def test_catalog_replays_a_backlog_larger_than_a_batch(client, monkeypatch):
+    """More changes than one _changes request reads: the catalog reads on until it has them all."""
+    monkeypatch.setattr("dicomweb_couch.search.catalog.CHANGES_BATCH", 2)
     study, series = generate_uid(), generate_uid()
     await client.get("/studies")
     assert (await stow(client, [make_instance(study, series, instance_number=i) for i in range(5)]))[0] == 200
     [record] = await (await client.get("/studies")).json()
     assert record["00201208"]["Value"] == [5]
-    assert client.app[CATALOG].get(study) is not None
+    assert await client.app[CATALOG].get(study) is not None
 
 
-async def test_a_slow_first_read_is_not_waited_for(client):
+async def test_a_slow_first_read_is_not_waited_for(client, tmp_path):
     """With no patience, a catalog that was never read says so (the search answers 503), and one
     that was read answers from its last state while it updates (the search adds a Warning)."""
-    catalog = StudyCatalog(client.app[COUCH])
+    catalog = StudyCatalog(client.app[COUCH], tmp_path / "catalog.sqlite3")
     with pytest.raises(CatalogNotReady):
         await catalog.current(patience=0)
     await catalog.refresh()
-    studies, stale = await catalog.current(patience=0)
-    assert studies == [] and stale
-    assert (await catalog.current(patience=5))[1] is False
+    assert await catalog.current(patience=0) is True  # stale: not waited for
+    assert await catalog.current(patience=5) is False
+    assert await catalog.totals() == (0, 0)
+    await catalog.close()
 
 
 async def test_search_during_index_update_answers_at_once(make_client, couch_db_name):
@@ -96,4 +106,5 @@ async def test_search_during_index_update_answers_at_once(make_client, couch_db_
         assert resp.headers["Retry-After"] == "10" and "being built" in (await resp.json())["message"]
         while (resp := await client.get("/studies")).status == 503:
             await asyncio.sleep(0.1)
+    resp = await client.get("/studies")  # caught up once: from now on the last state, at once
     assert resp.status == 200 and "being updated" in resp.headers["Warning"]

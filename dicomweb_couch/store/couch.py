@@ -186,9 +186,13 @@ class Couch:
         """The database's current sequence: opaque (a string on CouchDB 3, a number on pouchdb)."""
         return (await self.database_info())["update_seq"]
 
-    async def changes(self, since: Any, limit: int) -> tuple[list[dict[str, Any]], Any]:
-        """Up to ``limit`` changes after ``since``, without documents, and the sequence reached."""
-        _, data = await self._request("GET", self._path("_changes"), params={"since": str(since), "limit": str(limit)})
+    async def changes(self, since: Any, limit: int, include_docs: bool = False) -> tuple[list[dict[str, Any]], Any]:
+        """Up to ``limit`` changes after ``since`` (with the documents if asked), and the sequence
+        reached. Sequences are opaque (strings on CouchDB 3 clusters): only ever passed back."""
+        params = {"since": str(since), "limit": str(limit)}
+        if include_docs:
+            params["include_docs"] = "true"
+        _, data = await self._request("GET", self._path("_changes"), params=params)
         return data["results"], data["last_seq"]
 
     async def latest_revisions(self, doc_ids: list[str]) -> list[dict[str, Any]]:

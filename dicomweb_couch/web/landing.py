@@ -52,12 +52,13 @@ async def status(app: web.Application) -> Status:
                    database=settings.database, viewer_error=await asyncio.to_thread(build_problem, app[VIEWER_DIR]))
     try:
         facts = replace(facts, couch_version=str((await app[COUCH].server_info()).get("version")))
-        studies, _ = await app[CATALOG].current(settings.index_patience)
+        await app[CATALOG].current(settings.index_patience)
+        studies, instances = await app[CATALOG].totals()
     except CouchUnavailable as exc:
         return replace(facts, couch_error=str(exc))
     except CatalogNotReady:  # a large archive being indexed for the first time: no counts yet
         return facts
-    return replace(facts, studies=len(studies), instances=sum(study.instances for study in studies))
+    return replace(facts, studies=studies, instances=instances)
 
 
 def _count(n: int | None, one: str, many: str) -> str:

@@ -95,6 +95,11 @@ class StudyCatalog:
 
     # -- what searches use ---------------------------------------------------------------------
 
+    @property
+    def ready(self) -> bool:
+        """Whether the catalog has caught up with CouchDB at least once (it can answer searches)."""
+        return self._ready
+
     async def current(self, patience: float = 10.0) -> bool:
         """Bring the catalog up to date with every change made before this call and return False;
         or, when that takes longer than ``patience`` seconds (a large import), return True (the

@@ -52,7 +52,9 @@ async def status(app: web.Application) -> Status:
                    database=settings.database, viewer_error=await asyncio.to_thread(build_problem, app[VIEWER_DIR]))
     try:
         facts = replace(facts, couch_version=str((await app[COUCH].server_info()).get("version")))
-        await app[CATALOG].current(settings.index_patience)
+        if not app[CATALOG].ready:  # a first start catching up: no counts yet, and no waiting
+            raise CatalogNotReady()
+        await app[CATALOG].current(min(settings.index_patience, 1.0))
         studies, instances = await app[CATALOG].totals()
     except CouchUnavailable as exc:
         return replace(facts, couch_error=str(exc))

@@ -85,11 +85,13 @@ class CorruptCatalog(Exception):
     """The file is unreadable or of another schema or database: rebuild it."""
 
 
+_STUDY = frozenset(STUDY) | frozenset(STUDY_CLINICAL_TRIAL)
+
+
 def study_attributes(dataset: Mapping[str, Any]) -> dict[str, Any]:
     """Patient and Study IE attributes of an instance (``dicom/levels.py``, as the views select them)."""
     return {t: e for t, e in sorted(dataset.items())
-            if t[:4] == "0010" or t in STUDY
-            or (t[:4] == "0012" and (t < "00120060" or t in STUDY_CLINICAL_TRIAL))}
+            if t in _STUDY or t.startswith("0010") or (t.startswith("0012") and t < "00120060")}
 
 
 def _first(dataset: Mapping[str, Any], tag: str) -> str:

@@ -52,9 +52,9 @@ async def status(app: web.Application) -> Status:
                    database=settings.database, viewer_error=await asyncio.to_thread(build_problem, app[VIEWER_DIR]))
     try:
         facts = replace(facts, couch_version=str((await app[COUCH].server_info()).get("version")))
-        if not app[CATALOG].ready:  # a first start catching up: no counts yet, and no waiting
-            raise CatalogNotReady()
-        await app[CATALOG].current(min(settings.index_patience, 1.0))
+        # the page is a health check too: it waits at most a moment for the counts (0.1 s while a
+        # first start catches up, when there are none yet)
+        await app[CATALOG].current(min(settings.index_patience, 1.0 if app[CATALOG].ready else 0.1))
         studies, instances = await app[CATALOG].totals()
     except CouchUnavailable as exc:
         return replace(facts, couch_error=str(exc))

@@ -46,6 +46,7 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
             log.info("installed design document %s (its indexes rebuild on the next query)", doc_id)
     app[COUCH] = couch
     app[CATALOG] = StudyCatalog(couch, settings.catalog_file)
+    await app[CATALOG].open()  # in a thread; a checkpoint found means searches can start at once
     app[SEARCH] = SearchEngine(couch, app[CATALOG], default_limit=settings.qido_default_limit,
                                max_limit=settings.qido_max_limit, patience=settings.index_patience)
     warmer = asyncio.create_task(app[CATALOG].keep_warm(settings.index_refresh))

@@ -71,7 +71,7 @@ class StudyCatalog:
     async def _in_reader(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
 
-    async def _open(self) -> CatalogStore:
+    async def open(self) -> CatalogStore:
         """Open the file (in the writer thread), or start a new one if it is unreadable or mirrors
         another database; its checkpoint says where to resume."""
         async with self._opening:
@@ -119,16 +119,16 @@ class StudyCatalog:
                    check: Callable[[dict[str, Any]], bool] | None, offset: int, limit: int
                    ) -> tuple[list[StudySummary], bool]:
         """A page of studies (see ``CatalogStore.find``), read in a thread."""
-        store = await self._open()
+        store = await self.open()
         return await self._in_reader(store.find, conditions, order, check, offset, limit)
 
     async def get(self, uid: str) -> StudySummary | None:
-        store = await self._open()
+        store = await self.open()
         return await self._in_reader(store.get, uid)
 
     async def totals(self) -> tuple[int, int]:
         """How many studies and instances the catalog holds."""
-        store = await self._open()
+        store = await self.open()
         return await self._in_reader(store.totals)
 
     # -- following CouchDB -------------------------------------------------------------------
@@ -172,7 +172,7 @@ class StudyCatalog:
     async def _refresh(self) -> int:
         async with self._lock:
             self._queued = None  # from here on, newcomers need a later refresh
-            store = await self._open()
+            store = await self.open()
             catching_up = not self._ready
             progress = _Progress(await self._couch.database_info()) if catching_up else None
             total = 0

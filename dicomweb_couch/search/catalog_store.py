@@ -138,7 +138,11 @@ class CatalogStore:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?), ('source', ?)", (SCHEMA_VERSION, source))
                 db.execute("SELECT count(*) FROM studies").fetchone()
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise CorruptCatalog(f"{path}: {exc}") from exc
+        except CorruptCatalog:
+            self.close()
+            raise
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)

@@ -192,14 +192,14 @@ class CatalogStore:
         """Apply ``_changes`` rows (with their documents) and move the checkpoint to ``seq``, in one
         transaction; return how many studies changed."""
         with self._write() as db:
-            touched: set[str] = set()
+            touched: dict[str, None] = {}  # in feed order: new studies are numbered as they were stored
             for change in changes:
                 doc_id = change.get("id", "")
                 if doc_id.startswith(("_design/", "_local/")):
                     continue
                 old = db.execute("SELECT study FROM instances WHERE doc_id = ?", (doc_id,)).fetchone()
                 if old:
-                    touched.add(old[0])
+                    touched[old[0]] = None
                 doc = change.get("doc") or {}
                 dataset = doc.get("dataset") if not change.get("deleted") else None
                 study = _first(dataset, "0020000D") if isinstance(dataset, dict) else ""
@@ -212,7 +212,7 @@ class CatalogStore:
                 db.execute("INSERT OR IGNORE INTO variants VALUES (?, ?, ?)", (variant, study, attrs))
                 db.execute("INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?)",
                            (doc_id, study, _first(dataset, "0020000E"), _first(dataset, "00080060"), _first(dataset, "00080016"), variant))
-                touched.add(study)
+                touched[study] = None
             for study in touched:
                 self._summarize(db, study)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('seq', ?)", (json.dumps(seq),))

@@ -150,4 +150,4 @@ async def test_the_event_loop_keeps_running_while_the_catalog_loads(make_client,
     stop.set()
     await ticking
     assert len(await study_uids(client, limit="1000")) == 200
-    assert max(lags) < 0.25, f"the loop stalled {max(lags) * 1000:.0f} ms"
+    assert max(lags) < 0.5, f"the loop stalled {max(lags) * 1000:.0f} ms"

@@ -30,7 +30,7 @@ from dicomweb_couch.search.catalog_store import (
     CorruptCatalog,
     StudySummary,
 )
-from dicomweb_couch.store.couch import Couch, CouchUnavailable
+from dicomweb_couch.store.couch import Couch
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +137,23 @@ class StudyCatalog:
         """Apply changes every ``interval`` seconds (so a first start catches up without waiting for
         a search), and have CouchDB index them in every view, so that after a bulk import the
         indexes are built in the background, not by a user's query."""
+        failing = False
         while True:
             try:
-                if await self.refresh():
+                if await self.refresh() or failing:
                     for view in VIEWS:
                         await self._couch.view(DDOC, view, limit=0, reduce=False)
+                if failing:
+                    log.info("background index update: the views are current again")
+                failing = False
             except asyncio.CancelledError:
                 raise
-            except CouchUnavailable as exc:  # down for a while, or (CouchDB 3) a view still building
-                log.info("background index update: %s (trying again in %.0f s)", exc, interval)
+            except Exception as exc:  # noqa: BLE001 - the warmer must outlive any one failure
+                # CouchDB down for a while, or (CouchDB 3) a view still building after a large
+                # import, which it answers with 500 after 60 s: said once, not every interval
+                log.log(logging.DEBUG if failing else logging.WARNING,
+                        "background index update: %s (trying again every %.0f s)", exc, interval)
+                failing = True
             await asyncio.sleep(interval)
 
     async def refresh(self) -> int:

@@ -187,7 +187,8 @@ class StudyCatalog:
             while True:
                 results, last_seq = await self._couch.changes(self._seq if self._seq is not None else 0,
                                                               CHANGES_BATCH, include_docs=True)
-                await self._in_writer(store.apply, results, last_seq)
+                if results:  # nothing new: no write (the checkpoint stays, replaying from it is harmless)
+                    await self._in_writer(store.apply, results, last_seq)
                 self._seq = last_seq
                 total += len(results)
                 if progress is not None:

@@ -44,6 +44,16 @@ SCHEMA_VERSION = "1"
 EXACT_TAGS = ("00080050", "00080061", "00080062", "00100020", "00200010")
 NAME_TAGS = ("00100010", "00080090")  # PN: indexed by whole name and component, upper-cased
 TEXT_TAGS = ("00100010", "00080090", "00081030")  # substring search through the trigram index
+
+
+def sort_path(tag: str, vr: str) -> str:
+    """Where SQLite finds the value a study is ordered by in its data set: the first value; for
+    person names the alphabetic group. ``tag`` is 8 hex digits (checked by the query parser)."""
+    if not re.fullmatch(r"[0-9A-F]{8}", tag):
+        raise ValueError(f"not a tag: {tag!r}")
+    return f'$."{tag}".Value[0]' + (".Alphabetic" if vr == "PN" else "")
+
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS instances(doc_id TEXT PRIMARY KEY, study TEXT NOT NULL, series TEXT NOT NULL,
@@ -53,6 +63,8 @@ CREATE TABLE IF NOT EXISTS variants(hash TEXT PRIMARY KEY, study TEXT NOT NULL, 
 CREATE INDEX IF NOT EXISTS variants_study ON variants(study);
 CREATE TABLE IF NOT EXISTS studies(pos INTEGER PRIMARY KEY AUTOINCREMENT, uid TEXT UNIQUE NOT NULL,
     dataset TEXT NOT NULL, series INTEGER NOT NULL, instances INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS studies_by_date ON studies(json_extract(dataset, '{sort_path("00080020", "DA")}'));
+CREATE INDEX IF NOT EXISTS studies_by_name ON studies(json_extract(dataset, '{sort_path("00100010", "PN")}'));
 CREATE TABLE IF NOT EXISTS keys(tag TEXT NOT NULL, key TEXT NOT NULL, pos INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS keys_lookup ON keys(tag, key);
 CREATE INDEX IF NOT EXISTS keys_pos ON keys(pos);
@@ -277,8 +289,8 @@ class CatalogStore:
         whether more follow. Without a check, SQLite does the paging itself."""
         where = " AND ".join(f"pos IN ({c.sql})" for c in conditions) or "1"
         params: list[Any] = [p for c in conditions for p in c.params]
-        keys = [f"json_extract(dataset, ?) {'DESC' if desc else 'ASC'}" for _, desc in order]
-        params += [path for path, _ in order]
+        # paths inline (made of checked tags only, see sort_path), so the expression indexes serve
+        keys = [f"json_extract(dataset, '{path}') {'DESC' if desc else 'ASC'}" for path, desc in order]
         sql = (f"SELECT uid, dataset, series, instances FROM studies WHERE {where} "
                f"ORDER BY {', '.join(keys + ['pos'])}")
         db = self._connection()

@@ -196,7 +196,7 @@ class _Search:
         """Studies passing the study-level filters, in order, ``limit`` of them from ``offset``."""
         query = self.query
         conditions = [c for m in query.at("study") if (c := _index_plan(m, query.fuzzy)) is not None]
-        order = [(_json_path(tag, vr), desc) for tag, vr, desc in query.order] if self.level == "study" else []
+        order = [(catalog_store.sort_path(tag, vr), desc) for tag, vr, desc in query.order] if self.level == "study" else []
         return await self.catalog.find(conditions, order, self._check(), offset, limit)
 
     async def _each_study(self, scope: str | None) -> AsyncIterator[StudySummary]:
@@ -334,12 +334,6 @@ def _index_plan(m: Matcher, fuzzy: bool) -> Condition | None:
         runs = [r for part in m.values[0].split("=") for r in literal_runs(part)]
         return catalog_store.containing(f"t{tag}", runs) if runs else None
     return None
-
-
-def _json_path(tag: str, vr: str) -> str:
-    """Where SQLite finds the value a study is ordered by in its data set (the first value; for
-    person names the alphabetic group)."""
-    return f'$."{tag}".Value[0]' + (".Alphabetic" if vr == "PN" else "")
 
 
 def _sort_key(record: Mapping[str, Any], tag: str, vr: str) -> tuple[int, Any]:

@@ -40,7 +40,7 @@ from dicomweb_couch.dicom.legacy import normalize_stored
 from dicomweb_couch.dicom.levels import STUDY, STUDY_CLINICAL_TRIAL
 from dicomweb_couch.search.matching import fold_text, normalize_index_text
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # another version in a file: rebuilt
 EXACT_TAGS = ("00080050", "00080061", "00080062", "00100020", "00200010")
 NAME_TAGS = ("00100010", "00080090")  # PN: indexed by whole name and component, upper-cased
 TEXT_TAGS = ("00100010", "00080090", "00081030")  # substring search through the trigram index
@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHO
 CREATE TABLE IF NOT EXISTS instances(doc_id TEXT PRIMARY KEY, study TEXT NOT NULL, series TEXT NOT NULL,
     modality TEXT NOT NULL, sop_class TEXT NOT NULL, variant TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study);
-CREATE TABLE IF NOT EXISTS variants(hash TEXT PRIMARY KEY, study TEXT NOT NULL, attrs TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS variants(hash TEXT PRIMARY KEY, study TEXT NOT NULL, attrs TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS variants_study ON variants(study);
 CREATE TABLE IF NOT EXISTS studies(pos INTEGER PRIMARY KEY AUTOINCREMENT, uid TEXT UNIQUE NOT NULL,
     dataset TEXT NOT NULL, series INTEGER NOT NULL, instances INTEGER NOT NULL);

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DDOC = "qido"
 HIGH: dict[str, Any] = {}  # collates after every string in a view key: the open end of a range
-CHANGES_BATCH = 500  # documents per _changes request: ~1 MB of JSON, parsed in a few ms
+CHANGES_BATCH = 500  # documents per _changes request: a few MB of JSON, parsed in the writer thread
 PROGRESS_EVERY = 5.0  # seconds between progress lines while catching up
 VIEWS = ("studies", "series", "instances", "membership")
 READERS = 2
@@ -185,15 +185,12 @@ class StudyCatalog:
             progress = _Progress(await self._couch.database_info()) if catching_up else None
             total = 0
             while True:
-                results, last_seq = await self._couch.changes(self._seq if self._seq is not None else 0,
-                                                              CHANGES_BATCH, include_docs=True)
-                if results:  # nothing new: no write (the checkpoint stays, replaying from it is harmless)
-                    await self._in_writer(store.apply, results, last_seq)
-                self._seq = last_seq
-                total += len(results)
+                body = await self._couch.changes_with_docs(self._seq if self._seq is not None else 0, CHANGES_BATCH)
+                count, self._seq = await self._in_writer(store.apply_feed, body)
+                total += count
                 if progress is not None:
                     progress.report(total, store.path)
-                if len(results) < CHANGES_BATCH:
+                if count < CHANGES_BATCH:
                     break
             if catching_up:
                 self._ready = True

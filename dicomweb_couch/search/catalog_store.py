@@ -200,6 +200,15 @@ class CatalogStore:
 
     # -- applying changes ------------------------------------------------------------------
 
+    def apply_feed(self, body: bytes) -> tuple[int, Any]:
+        """Apply a raw ``_changes`` answer with documents (parsed here, in the writer's thread);
+        return how many changes it held and the sequence it reached."""
+        data = json.loads(body)
+        results, seq = data["results"], data["last_seq"]
+        if results:  # nothing new: no write (the checkpoint stays, replaying from it is harmless)
+            self.apply(results, seq)
+        return len(results), seq
+
     def apply(self, changes: Iterable[Mapping[str, Any]], seq: Any) -> int:
         """Apply ``_changes`` rows (with their documents) and move the checkpoint to ``seq``, in one
         transaction; return how many studies changed."""

@@ -4,15 +4,16 @@
         [--reps 20] [--couch-url URL] [--database NAME --no-load] [--server NAME=REPO ...]
 
 Loads the archive (bench/archive.py: documents in the layout STOW writes, via ``_bulk_docs``)
-into a fresh database (a fresh local pouchdb-server unless --couch-url names a CouchDB), builds
-the design views once (timed), then for each server — by default the landed code in /work/main
-and this checkout, each run as its own process (``python -m dicomweb_couch`` with its own venv)
-on the same database — measures: first start on the existing database (until a correct study
-list), a restart, RSS, query p50s, mixed queries at concurrency 8, ``GET /`` while the heaviest
-query runs, a write made by another process becoming visible, the longest event-loop block,
-and the index sizes on disk. Event-loop blocking is seen from outside: a probe of a page that touches
-neither CouchDB nor the catalog, every 20 ms. Prints one table, servers side by side. The machine is shared: figures are noisy,
-compare servers within one run.
+into a fresh database per server (a fresh local pouchdb-server unless --couch-url names a
+CouchDB; one database each because each server installs its own design documents), builds the
+design views (timed), then runs each server — by default the landed code in /work/main and this
+checkout — as its own process (``python -m dicomweb_couch`` with its checkout's venv) and
+measures: first start on the existing database (until a correct study list), a restart, RSS,
+query p50s, mixed queries at concurrency 8, ``GET /`` while the heaviest query runs, a write
+made by another process becoming visible, the longest event-loop block (seen from outside: a
+page that touches neither CouchDB nor the catalog, probed every 20 ms), and the index sizes on
+disk. Prints one table, servers side by side. The machine is shared: figures are noisy, compare
+servers within one run.
 """
 
 from __future__ import annotations

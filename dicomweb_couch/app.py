@@ -22,7 +22,10 @@ from dicomweb_couch.web import (
     cors,
     delete,
     frames,
+    health,
     landing,
+    metrics,
+    paths,
     qido,
     rendered,
     retrieve,
@@ -38,9 +41,10 @@ log = logging.getLogger(__name__)
 async def _couch_context(app: web.Application) -> AsyncIterator[None]:
     """Connect (waiting for CouchDB), install the design documents, log the viewer's roots."""
     settings = app[SETTINGS]
-    couch = Couch(settings.couch_url, settings.database, settings.couch_user, settings.couch_password)
+    couch = Couch(settings.couch_url, settings.database, settings.couch_user, settings.couch_password,
+                  timeout=settings.couch_timeout, view_timeout=settings.couch_view_timeout)
     info = await couch.open(settings.couch_wait)
-    log.info("CouchDB %s at %s, database %r", info.get("version"), settings.couch_url, settings.database)
+    log.info("CouchDB %s at %s, database %r", info.get("version"), couch.url, settings.database)
     for doc_id, content in design_docs.load().items():
         if await couch.install_design_doc(doc_id, content):
             log.info("installed design document %s (its indexes rebuild on the next query)", doc_id)
@@ -67,7 +71,7 @@ def create_app(settings: Settings) -> web.Application:
         # says what was refused and why, so its chatter would only drown the server's own log.
         logging.getLogger("pydicom").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", module=r"pydicom\.")
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware, paths.check_uids])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_couch_context)
     auth.install(app, settings)
@@ -101,4 +105,7 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_get("/wado", wado_uri.retrieve)
     viewer.setup(app, settings.ohif_dir)
     cors.setup(app, settings.cors_origins)
+    health.setup(app)
+    if settings.metrics:
+        metrics.setup(app)
     return app

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from dicomweb_couch.store.couch import split_credentials
 from dicomweb_couch.web.cors import normalize_origins
 
 ENV_PREFIX = "DICOMWEB_COUCH_"
@@ -24,11 +25,13 @@ class Settings:
     port: int = 5985  # dcmjs-org/dicomweb-server's port, so existing viewer configs keep working
     couch_url: str = "http://127.0.0.1:5984"
     couch_user: str | None = None
-    couch_password: str | None = None
+    couch_password: str | None = field(default=None, repr=False)  # never in a log line
     database: str = "chronicle"  # dcmjs-org/dicomweb-server's database name: its data is served as is
     prefix: str = ""  # URL prefix of the DICOMweb routes, e.g. "/dicom-web"; "" = at the root
     log_level: str = "INFO"
     couch_wait: float = 60.0  # seconds to wait for CouchDB at start-up
+    couch_timeout: float = 10.0  # seconds before a request to a CouchDB that stopped answering becomes a 503
+    couch_view_timeout: float = 60.0  # seconds a view query may wait for its index (then 503 "still indexing")
     qido_default_limit: int = 1000  # results when the client gives no limit (PS3.18 8.3.4.4)
     qido_max_limit: int = 1000  # larger limits are cut, with a Warning header
     relative_bulkdata_uris: bool = False  # metadata BulkDataURIs as /studies/... paths instead of absolute URLs
@@ -41,7 +44,7 @@ class Settings:
     keycloak_url: str | None = None  # its authServerUrl, e.g. https://sso.example.org
     keycloak_realm: str | None = None
     keycloak_client_id: str | None = None
-    keycloak_client_secret: str | None = None
+    keycloak_client_secret: str | None = field(default=None, repr=False)
     keycloak_viewer_client_id: str | None = None  # the public client OHIF logs in with
     keycloak_introspect: bool = False  # ask Keycloak about each token (opaque tokens, revocation)
     auth_read_role: str = "realm:dicomweb-read"  # QIDO-RS, WADO-RS, WADO-URI; "" = any valid token
@@ -50,8 +53,16 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)  # origins whose pages may call the API; "*" any, () none
     ohif_dir: str = "var/ohif"  # the OHIF Viewer build served at /ohif/ (scripts/ohif.py installs it)
     ohif_config: str | None = None  # an app-config.js to serve instead of the generated one
+    client_timeout: float = 60.0  # seconds a request body may stall before the request is given up (408)
+    max_instance_size: int = 1 << 30  # bytes: larger STOW-RS parts are refused (0xA700) and not kept
+    # Operations (README "Health and metrics")
+    metrics: bool = True  # Prometheus metrics at /metrics (open: route templates and counts, no patient data)
+    log_json: bool = False  # log lines as JSON objects carrying the request id
+    ready_index_lag: int = 1000  # /readyz is 503 while a search view's index is more changes behind
+    workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
+    shutdown_timeout: float = 60.0  # seconds requests in flight get to finish after SIGTERM
     # The study catalog file of this process (README "What each process keeps"); "" = under var/catalog/,
-    # named for the database and port, so several processes on one host keep one file each.
+    # named for the database and port (and worker: ".workerN"), so every process keeps a file of its own.
     catalog_path: str = ""
 
     @property
@@ -66,12 +77,22 @@ class Settings:
         object.__setattr__(self, "prefix", prefix.rstrip("/"))
         if not 0 < self.port < 65536:
             raise ValueError(f"port {self.port} is out of range")
+        if self.couch_timeout <= 0 or self.couch_view_timeout <= 0:
+            raise ValueError("couch_timeout and couch_view_timeout must be positive")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers={self.workers}: give 1 to 64 processes")
         if self.qido_default_limit < 1 or self.qido_max_limit < 1:
             raise ValueError("QIDO limits must be positive")
         object.__setattr__(self, "auth", self.auth.strip().lower())
         if self.auth and self.auth not in AUTH_PROVIDERS:
             raise ValueError(f"auth={self.auth!r} is not one of {', '.join(AUTH_PROVIDERS)}")
         object.__setattr__(self, "cors_origins", normalize_origins(self.cors_origins))
+        if self.client_timeout <= 0 or self.max_instance_size <= 0:
+            raise ValueError("client_timeout and max_instance_size must be positive")
+        url, user, password = split_credentials(self.couch_url)  # never print a password with the URL
+        object.__setattr__(self, "couch_url", url)
+        object.__setattr__(self, "couch_user", self.couch_user if self.couch_user is not None else user)
+        object.__setattr__(self, "couch_password", self.couch_password if self.couch_password is not None else password)
 
     @property
     def auth_provider(self) -> str:

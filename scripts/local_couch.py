@@ -15,7 +15,16 @@ Everything pouchdb-server writes goes into the data folder:
   this folder is emptied at every start and stop (a leading dot keeps it apart
   from database names, which must start with a lowercase letter);
 * ``pouchdb-server.out``: its stdout and stderr (start-up errors, crashes);
-* ``pouchdb-server.pid`` while started with ``start --detach``.
+* ``pouchdb-server.pid`` while started with ``start --detach`` (the supervisor's pid), and
+  ``pouchdb-server.child`` (pouchdb-server's own pid, rewritten at every restart).
+
+**Supervised.** pouchdb-server 4.2.0 dies of some client faults (an aborted multipart document
+PUT throws an uncaught ``Error: Request aborted``; a very large attachment exhausts V8). So
+:func:`start` runs it under a small supervisor (this script's ``supervise`` command, in the same
+process group) that starts it again on the same port and data whenever it exits without being
+asked to, at most ``MAX_RESTARTS`` times a minute; its output says when and why. Clients see a
+few seconds of refused connections, then the same databases. It runs with a V8 heap of
+``HEAP_MB`` MiB (``node --max-old-space-size``), the same on every machine.
 
 Python use::
 
@@ -66,6 +75,11 @@ _STAMP = PACKAGE_DIR / "node_modules" / ".localcouch-lock.sha256"
 TMP_DIR_NAME = ".tmp"
 OUT_FILE_NAME = "pouchdb-server.out"
 PID_FILE_NAME = "pouchdb-server.pid"
+CHILD_PID_FILE_NAME = "pouchdb-server.child"
+HEAP_MB = 2048
+"""V8 heap of pouchdb-server. It holds a whole attachment several times over while storing it;
+beyond ~64 MiB per attachment pouchdb-server fails whatever the heap (README "Security and limits")."""
+MAX_RESTARTS = 5  # per minute; a store that dies faster than that has a problem restarts do not fix
 LOG_FILE_NAME = "log.txt"  # written by pouchdb-server itself, relative to its cwd
 CONFIG_FILE_NAME = "config.json"
 
@@ -205,7 +219,15 @@ class LocalCouch:
 
     @property
     def pid(self) -> int:
+        """The supervisor's pid (its process group holds pouchdb-server too)."""
         return self.process.pid
+
+    def server_pid(self) -> int | None:
+        """pouchdb-server's own pid right now (it changes when the supervisor restarts it)."""
+        try:
+            return int((self.data_dir / CHILD_PID_FILE_NAME).read_text())
+        except (OSError, ValueError):
+            return None
 
     @property
     def out_path(self) -> Path:
@@ -288,20 +310,14 @@ def start(
         port = free_port(host)  # pouchdb-server turns --port 0 into its default, 5984
     elif not _port_is_free(host, port):
         raise LocalCouchError(f"cannot start pouchdb-server: {host}:{port} is already in use")
-    env = dict(os.environ, TMPDIR=str(_reset_tmp(data)))
-    cmd = [
-        str(BIN),
-        "--dir", str(data),
-        "--config", str(data / CONFIG_FILE_NAME),
-        "--host", host,
-        "--port", str(port),
-        "-n",  # log to log.txt only; the long form --no-stdout-logs is silently ignored
-    ]  # fmt: skip
+    _reset_tmp(data)
+    (data / CHILD_PID_FILE_NAME).unlink(missing_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "supervise", "--data", str(data),
+           "--host", host, "--port", str(port)]
     with open(data / OUT_FILE_NAME, "ab") as out:
         process = subprocess.Popen(
             cmd,
             cwd=data,  # its log.txt is relative to the working directory
-            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -314,6 +330,55 @@ def start(
         couch.stop()
         raise
     return couch
+
+
+def _server_command(data: Path, host: str, port: int) -> list[str]:
+    return [
+        "node", f"--max-old-space-size={HEAP_MB}", str(BIN.resolve()),
+        "--dir", str(data),
+        "--config", str(data / CONFIG_FILE_NAME),
+        "--host", host,
+        "--port", str(port),
+        "-n",  # log to log.txt only; the long form --no-stdout-logs is silently ignored
+    ]  # fmt: skip
+
+
+def supervise(data: Path, host: str, port: int) -> int:
+    """Run pouchdb-server, and start it again whenever it exits unasked (see the module
+    docstring); SIGTERM or SIGINT stop it and return 0. Output goes where ours goes."""
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    restarts: list[float] = []
+    while not stopping:
+        env = dict(os.environ, TMPDIR=str(data / TMP_DIR_NAME))
+        child = subprocess.Popen(_server_command(data, host, port), cwd=data, env=env, stdin=subprocess.DEVNULL)
+        (data / CHILD_PID_FILE_NAME).write_text(f"{child.pid}\n")
+        code = child.wait()
+        if stopping:
+            break
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < 60] + [now]
+        if len(restarts) > MAX_RESTARTS:
+            print(f"local_couch: pouchdb-server exited ({code}) {len(restarts)} times within a minute: giving up",
+                  file=sys.stderr, flush=True)
+            return 1
+        print(f"local_couch: pouchdb-server exited ({code}); restarting it on {host}:{port}",
+              file=sys.stderr, flush=True)
+        _reset_tmp(data)  # its multipart leftovers; nothing else uses them
+        time.sleep(0.5)
+    if child is not None:
+        child.wait()
+    (data / CHILD_PID_FILE_NAME).unlink(missing_ok=True)
+    return 0
 
 
 def _wait_until_ready(couch: LocalCouch, timeout: float) -> None:
@@ -346,7 +411,7 @@ def _stop_detached(data_dir: Path, timeout: float = 10.0) -> bool:
     except (OSError, ValueError, IndexError):
         pid_file.unlink(missing_ok=True)
         return False
-    if str(BIN).encode() not in cmdline or str(data_dir).encode() not in cmdline:
+    if str(Path(__file__).resolve()).encode() not in cmdline or str(data_dir).encode() not in cmdline:
         pid_file.unlink(missing_ok=True)  # stale: that process is no pouchdb-server of ours
         return False
     _signal_group(pid, signal.SIGTERM)
@@ -389,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_stop = sub.add_parser("stop", help="stop a pouchdb-server started with start --detach")
     p_stop.add_argument("--data", default="var/couch")
+    p_sup = sub.add_parser("supervise", help="run pouchdb-server, restarting it when it dies (start does this)")
+    p_sup.add_argument("--data", required=True)
+    p_sup.add_argument("--host", default="127.0.0.1")
+    p_sup.add_argument("--port", type=int, required=True)
     p_ping = sub.add_parser("ping", help="exit 0 if a CouchDB-API server answers at URL")
     p_ping.add_argument("url", nargs="?", default="http://127.0.0.1:5984")
     args = parser.parse_args(argv)
@@ -396,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "install":
             ensure_installed()
+        elif args.command == "supervise":
+            return supervise(Path(args.data).resolve(), args.host, args.port)
         elif args.command == "ping":
             return 0 if server_info(args.url) is not None else 1
         elif args.command == "stop":

@@ -75,16 +75,23 @@ def grant(roles: Collection[str], required: Mapping[Permission, str]) -> frozens
     return frozenset(p for p, role in required.items() if not role or role in roles)
 
 
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Health checks and metrics: probes and scrapers carry no user's token, and these hold no patient data."""
+
+
 def required_permission(method: str, path: str, query: MultiMapping[str]) -> Permission | None:
     """What a request needs, by method; None for what stays open.
 
     Open: CORS preflights (browsers send them without credentials, Fetch standard 3.2.2), the
-    landing page (``/`` without a WADO-URI query; it is also the health check) and the OHIF
+    landing page (``/`` without a WADO-URI query; counts only for an authorized user), the
+    health checks and metrics (:data:`OPEN_PATHS`) and the OHIF
     Viewer's files under ``/ohif/``, which hold no data and log the user in themselves.
     """
     if method == "OPTIONS" or path == "/ohif" or path.startswith("/ohif/"):
         return None
     if path == "/" and not query and method in ("GET", "HEAD"):
+        return None
+    if path in OPEN_PATHS and method in ("GET", "HEAD"):
         return None
     if method in ("GET", "HEAD"):
         return Permission.READ

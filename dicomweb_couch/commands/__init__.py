@@ -9,4 +9,8 @@ from __future__ import annotations
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one line for --help)
+    "upgrade": ("dicomweb_couch.commands.upgrade", "check a database and upgrade predecessor documents in place"),
+    "conflicts": ("dicomweb_couch.commands.conflicts", "list instances stored differently at two replicating sites"),
+    "healthcheck": ("dicomweb_couch.commands.healthcheck", "exit 0 if the local server answers /healthz (containers)"),
+    "cluster-setup": ("dicomweb_couch.commands.cluster_setup", "join Apache CouchDB 3 nodes into a cluster (one-shot)"),
 }

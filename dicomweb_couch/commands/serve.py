@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import sys
 
 from aiohttp import web
@@ -11,8 +13,13 @@ from aiohttp import web
 from dicomweb_couch import __version__
 from dicomweb_couch.app import create_app
 from dicomweb_couch.commands import COMMANDS
+from dicomweb_couch.commands.workers import supervise
 from dicomweb_couch.settings import ENV_PREFIX, Settings
 from dicomweb_couch.store.couch import CouchUnavailable
+from dicomweb_couch.web.health import DRAINING
+from dicomweb_couch.web.metrics import JsonLogFormatter
+
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ohif-dir", help="the OHIF Viewer build served at /ohif/ (default var/ohif; "
                    "python scripts/ohif.py install puts the pinned one there)")
     p.add_argument("--ohif-config", help="an OHIF app-config.js to serve instead of the generated one")
+    p.add_argument("--workers", type=int, help="server processes sharing the port (default 1); see README")
     p.add_argument("--version", action="version", version=f"dicomweb_couch {__version__}")
     return p.parse_args(argv)
 
@@ -48,12 +56,51 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings.load(cli=args, config_file=config)
     except (ValueError, OSError) as exc:
         sys.exit(f"dicomweb_couch: bad settings: {exc}")
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(settings)
+    if settings.workers > 1:
+        sys.exit(supervise(settings, run))
+    run(settings)
+
+
+def run(settings: Settings, reuse_port: bool = False) -> None:
+    """One server process; ``reuse_port`` when it shares its port with other workers."""
+    if reuse_port:  # a worker process (spawned): set up its logging like the supervisor's
+        _configure_logging(settings)
     try:
         app = create_app(settings)
     except (ValueError, OSError) as exc:  # settings only checked when used, e.g. the Keycloak ones
         sys.exit(f"dicomweb_couch: bad settings: {exc}")
     try:
-        web.run_app(app, host=settings.host, port=settings.port, print=None)
+        asyncio.run(serve_until_signalled(app, settings, reuse_port))
     except CouchUnavailable as exc:  # already explained: a traceback would only bury the reason
         sys.exit(f"dicomweb_couch: {exc}")
+
+
+async def serve_until_signalled(app: web.Application, settings: Settings, reuse_port: bool) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (see ``web/health.py``): stop listening,
+    let the requests in flight finish within ``shutdown_timeout``, then close everything."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await site.stop()  # no new connections; the open ones stay
+        draining = app[DRAINING]
+        log.info("shutting down: %d request(s) in flight get %.0f s", draining.in_flight, settings.shutdown_timeout)
+        if not await draining.finish(settings.shutdown_timeout):
+            log.warning("shutdown: %d request(s) still running after %.0f s are cut off",
+                        draining.in_flight, settings.shutdown_timeout)
+    finally:
+        await runner.cleanup()
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    if settings.log_json:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLogFormatter())

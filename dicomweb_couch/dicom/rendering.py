@@ -27,6 +27,12 @@ from dicomweb_couch.errors import DicomwebError
 MEDIA_TYPES: Final = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
 """Rendered media types served, the default (PS3.18 Table 8.7.4-1) first."""
 THUMBNAIL_SIZE: Final = 128
+MAX_VIEWPORT: Final = 4096
+"""Largest viewport width and height, in pixels."""
+MAX_SOURCE: Final = 65535
+"""Largest absolute viewport source offset or size: Rows and Columns are US (PS3.3 C.7.6.3)."""
+MAX_REGION_PIXELS: Final = MAX_VIEWPORT * MAX_VIEWPORT
+"""Largest source region a viewport may cut beyond the image's own size, in pixels."""
 _FUNCTIONS: Final = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 
 
@@ -73,7 +79,7 @@ def parse_parameters(query: Mapping[str, str], thumbnail: bool = False) -> Rende
     quality = 90
     if query.get("quality"):
         raw = query["quality"]
-        if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= 100:
             raise DicomwebError(400, f"quality={raw!r}: must be a whole number from 1 to 100 (PS3.18 8.3.5.1.2)")
         quality = int(raw)
     return Rendering(window, viewport, quality)
@@ -109,10 +115,14 @@ def _window(raw: str) -> Window:
 def _viewport(raw: str) -> Viewport:
     """``viewport=vw,vh[,sx,sy,sw,sh]`` (PS3.18 8.3.5.1.3)."""
     vw, vh, *region = _numbers("viewport", raw, (2, 6))
-    if vw is None or vh is None or not (1 <= vw <= 4096 and 1 <= vh <= 4096) or vw != int(vw) or vh != int(vh):
-        raise DicomwebError(400, f"viewport={raw!r}: the width and height must be whole numbers from 1 to 4096")
+    if vw is None or vh is None or not (1 <= vw <= MAX_VIEWPORT and 1 <= vh <= MAX_VIEWPORT) \
+            or vw != int(vw) or vh != int(vh):
+        raise DicomwebError(400, f"viewport={raw!r}: the width and height must be whole numbers from 1 to {MAX_VIEWPORT}")
     if region and (region[2] == 0 or region[3] == 0):
         raise DicomwebError(400, f"viewport={raw!r}: the source width and height cannot be 0")
+    if any(v is not None and abs(v) > MAX_SOURCE for v in region):
+        raise DicomwebError(400, f"viewport={raw!r}: the source offsets and sizes must be between -{MAX_SOURCE} "
+                                 f"and {MAX_SOURCE} pixels (PS3.18 8.3.5.1.3)")
     return Viewport(int(vw), int(vh), *region)
 
 
@@ -190,6 +200,9 @@ def _apply_viewport(image: Image.Image, viewport: Viewport) -> Image.Image:
     sw = viewport.sw if viewport.sw is not None else image.width - sx
     sh = viewport.sh if viewport.sh is not None else image.height - sy
     box = (min(sx, sx + sw), min(sy, sy + sh), max(sx, sx + sw), max(sy, sy + sh))
+    if abs(sw * sh) > max(MAX_REGION_PIXELS, image.width * image.height):
+        raise DicomwebError(400, f"viewport: the source region of {abs(sw):.0f} x {abs(sh):.0f} pixels is larger than "
+                                 f"the image and than the limit of {MAX_VIEWPORT} x {MAX_VIEWPORT} pixels")
     region = image.crop(tuple(round(v) for v in box))  # type: ignore[arg-type]
     if sw < 0:
         region = region.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

@@ -30,7 +30,7 @@ from dicomweb_couch.search.catalog_store import (
     CorruptCatalog,
     StudySummary,
 )
-from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.store.couch import Couch, IndexNotReady
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,9 @@ class StudyCatalog:
                 failing = False
             except asyncio.CancelledError:
                 raise
+            except IndexNotReady as exc:  # CouchDB goes on indexing: nothing is wrong (said once)
+                log.log(logging.DEBUG if failing else logging.INFO, "indexes still being built: %s", exc)
+                failing = True
             except Exception as exc:  # noqa: BLE001 - the warmer must outlive any one failure
                 # CouchDB down for a while, or (CouchDB 3) a view still building after a large
                 # import, which it answers with 500 after 60 s: said once, not every interval

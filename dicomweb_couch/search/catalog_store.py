@@ -149,7 +149,10 @@ class CatalogStore:
                     raise CorruptCatalog(f"{path} belongs to {found.get('source')} (schema {found.get('schema')})")
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?), ('source', ?)", (SCHEMA_VERSION, source))
                 db.execute("SELECT count(*) FROM studies").fetchone()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError:  # locked, disk full, no permission: not a reason to start over
+            self.close()
+            raise
+        except sqlite3.DatabaseError as exc:  # not a database, malformed
             self.close()
             raise CorruptCatalog(f"{path}: {exc}") from exc
         except CorruptCatalog:
@@ -159,7 +162,8 @@ class CatalogStore:
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            # a long busy timeout: two processes given the same file by mistake wait for each other
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True, timeout=60)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA cache_size=-16384")  # 16 MiB of pages per connection: memory stays fixed

@@ -118,7 +118,7 @@ class Matcher:
         if self.vr == "PN":
             return any(_pn_matches(term, value, fuzzy) for term in self.values)
         text = value.strip(" \x00") if isinstance(value, str) else None
-        return text is not None and any(_pattern(term).fullmatch(text) for term in self.values)
+        return text is not None and any(wildcard_match(term, text) for term in self.values)
 
 
 def resolve_key(key: str) -> tuple[str, str]:
@@ -228,11 +228,40 @@ def _items(dataset: Any, sequence_path: Sequence[str]) -> Iterator[Mapping[str, 
             yield from _items(item, sequence_path[1:])
 
 
+def wildcard_match(term: str, text: str, prefix: bool = False) -> bool:
+    """Whether ``text`` matches ``term``, where `*` is any run and `?` one character (PS3.4 C.2.2.2.4);
+    with ``prefix``, whether it starts with a match.
+
+    The term is cut at its `*`s into pieces without one; the first piece must match at the start,
+    the last at the end, and each one between at its leftmost place after the previous piece
+    (leftmost is always best: it leaves the most room for what follows). Each piece is a
+    fixed-length regex, so no search backtracks beyond one piece: the cost is at most
+    len(text) x len(term), whatever the number of wildcards. A backtracking regex of the whole
+    term (`.*Z` with many stars) took exponential time: one query froze the server.
+    """
+    pieces = _pieces(term + "*" if prefix else term)
+    if len(pieces) == 1:
+        return pieces[0][0].fullmatch(text) is not None
+    (first, position), *middle, (last, last_length) = pieces
+    if first.match(text) is None:
+        return False
+    for piece, _ in middle:
+        found = piece.search(text, position)
+        if found is None:
+            return False
+        position = found.end()
+    end = len(text) - last_length
+    return end >= position and last.fullmatch(text, end) is not None
+
+
 @lru_cache(maxsize=1024)
-def _pattern(term: str) -> re.Pattern[str]:
-    """Regex for a term: `*` any run, `?` one character (PS3.4 C.2.2.2.4), the rest literal."""
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in term)
-    return re.compile("".join(parts), re.DOTALL)
+def _pieces(term: str) -> tuple[tuple[re.Pattern[str], int], ...]:
+    """The parts of a term between its `*`s, each as a regex (`?` is any one character) and the
+    number of characters it matches; runs of `*` count as one."""
+    first, *rest = term.split("*")
+    parts = [first, *(p for p in rest[:-1] if p), *rest[-1:]]
+    return tuple((re.compile("".join("." if c == "?" else re.escape(c) for c in p), re.DOTALL), len(p))
+                 for p in parts)
 
 
 def _fold(text: str) -> str:
@@ -264,12 +293,23 @@ def _name_matches(term: str, name: str, fuzzy: bool) -> bool:
     """Whole-name match ignoring case (and accents if fuzzy); fuzzy also lets every query word be
     a prefix of some name component, in any order."""
     fold = _fold if fuzzy else normalize_index_text
-    if _pattern(_trim_name(fold(term))).fullmatch(_trim_name(fold(name))):
+    if wildcard_match(_query_name(term, fuzzy), _trim_name(fold(name))):
         return True
     if not fuzzy:
         return False
     words = _words(name)
-    return all(any(_pattern(q).match(w) for w in words) for q in _words(term))
+    return all(any(wildcard_match(q, w, prefix=True) for w in words) for q in _query_words(term))
+
+
+@lru_cache(maxsize=256)
+def _query_name(term: str, fuzzy: bool) -> str:
+    """A query name as it is compared: worked out once per query, not once per stored name."""
+    return _trim_name(_fold(term) if fuzzy else normalize_index_text(term))
+
+
+@lru_cache(maxsize=256)
+def _query_words(term: str) -> tuple[str, ...]:
+    return tuple(_words(term))
 
 
 def _trim_name(name: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dicomweb_couch.dicom.levels import level_of
+from dicomweb_couch.errors import quoted
 from dicomweb_couch.search.matching import Matcher, QueryError, combine_datetime, parse_matcher, resolve_key
 
 # Default return attributes (PS3.18 tables 10.6.3-3, -4, -5), besides the computed ones.
@@ -137,6 +138,6 @@ def _integer(params: Mapping[str, str], name: str, default: int) -> int:
     raw = params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
-        raise QueryError(f"{name}: must be a whole number, 0 or more, not {raw!r}")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+        raise QueryError(f"{name}: must be a whole number from 0 to 999999999, not {quoted(raw)}")
     return int(raw)

@@ -1,7 +1,8 @@
 """The CouchDB design documents, read from the ``design_docs/`` folder.
 
 Layout (the CouchApp convention): ``design_docs/<name>/views/<view>/map.js`` and an optional
-``reduce.js`` holding a built-in reduce such as ``_count``. Keeping them as plain JavaScript files
+``reduce.js`` holding a built-in reduce such as ``_count``; ``design_docs/<name>/filters/<filter>.js``
+for replication filters (which do not touch the indexes). Keeping them as plain JavaScript files
 lets them be read, diffed and reviewed like code; the server installs them at start-up.
 The ``LEVEL_TAGS_*`` names in map functions are replaced by the tag lists of ``levels.py``.
 """
@@ -40,6 +41,9 @@ def load(root: Path | None = None) -> dict[str, dict[str, Any]]:
             if (view / "reduce.js").exists():
                 views[view.name]["reduce"] = (view / "reduce.js").read_text().strip()
         docs[f"_design/{ddoc.name}"] = {"language": "javascript", "views": views}
+        if (ddoc / "filters").is_dir():  # replication filters (README "Multi-site sync")
+            docs[f"_design/{ddoc.name}"]["filters"] = {
+                p.stem: p.read_text().strip() for p in sorted((ddoc / "filters").glob("*.js"))}
     return docs
 
 

@@ -21,13 +21,15 @@ from dicomweb_couch.dicom.dicomjson import (
     ParsedInstance,
     parse_part10,
 )
-from dicomweb_couch.store.couch import Couch, CouchUnavailable
+from dicomweb_couch.store.couch import Conflict, Couch, CouchRefused, CouchUnavailable
+from dicomweb_couch.store.upgrade import SYNTAX_FIELD, repair
 
 log = logging.getLogger(__name__)
 
 # FailureReason (PS3.18 10.5.3, PS3.4 Annex GG / B.2.3) beside the two parsing gives
 PROCESSING_FAILURE = 0x0110
-__all__ = ["CANNOT_UNDERSTAND", "PROCESSING_FAILURE", "Outcome", "document", "md5_of", "store_file"]
+OUT_OF_RESOURCES = 0xA700  # "Refused: Out of Resources": larger than accepted, or busy with other versions
+__all__ = ["CANNOT_UNDERSTAND", "OUT_OF_RESOURCES", "PROCESSING_FAILURE", "Outcome", "document", "md5_of", "store_file"]
 
 _CHUNK = 256 * 1024
 
@@ -78,6 +80,21 @@ async def store_file(couch: Couch, fp: IO[bytes], md5: str, size: int, expected_
         log.error("storing %s failed: %s", parsed.sop_instance_uid, exc)
         return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=PROCESSING_FAILURE,
                        message="the database did not accept the instance; try again")
+    except Conflict:
+        log.warning("storing %s gave up: other versions of it kept arriving at the same moment", parsed.sop_instance_uid)
+        return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=OUT_OF_RESOURCES,
+                       message="other versions of this SOP Instance UID kept being stored at the same moment: "
+                               "this one was not; try again")
+    except CouchRefused as exc:  # e.g. 413: larger than the store's max_document_size/max_attachment_size
+        log.warning("storing %s refused: %s", parsed.sop_instance_uid, exc)
+        return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, failure_reason=OUT_OF_RESOURCES,
+                       message="the database refused the instance (too large for it?)")
+    if not written:  # the same file again: a document the predecessor wrote may lack what ours hold
+        try:
+            if changes := await repair(couch, document(parsed, md5)):
+                log.info("repaired the document of %s: %s", parsed.sop_instance_uid, ", ".join(changes))
+        except CouchUnavailable as exc:
+            log.warning("could not repair the document of %s: %s", parsed.sop_instance_uid, exc)
     log.info("%s instance %s (%d bytes)", "stored" if written else "already had", parsed.sop_instance_uid, size)
     return Outcome(parsed.sop_class_uid, parsed.sop_instance_uid, parsed.study_uid, parsed.series_uid, written=written)
 
@@ -86,5 +103,5 @@ def document(parsed: ParsedInstance, md5: str) -> dict:
     """The instance document in dcmjs-org/dicomweb-server's layout, plus the transfer syntax."""
     doc = {"_id": parsed.sop_instance_uid, "dataset": parsed.dataset, "md5hash": md5}
     if parsed.transfer_syntax_uid:
-        doc["transferSyntaxUID"] = parsed.transfer_syntax_uid
+        doc[SYNTAX_FIELD] = parsed.transfer_syntax_uid
     return doc

@@ -14,13 +14,10 @@ A resource offers what it can produce as :class:`Offer` s, each a media type and
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from dicomweb_couch.errors import DicomwebError
-
-_TOKENS = re.compile(r'\s*((?:[^,;"]|"(?:[^"\\]|\\.)*")+)\s*([,;]|$)')
+from dicomweb_couch.errors import DicomwebError, quoted
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ def parse_accept(values: Iterable[str]) -> list[MediaRange]:
     ranges: list[MediaRange] = []
     for value in values:
         current: list[str] = []
-        for token, separator in _TOKENS.findall(value):
+        for token, separator in _tokens(value):
             current.append(token.strip())
             if separator != ";":
                 if parsed := _media_range(current):
@@ -74,6 +71,26 @@ def parse_accept(values: Iterable[str]) -> list[MediaRange]:
     ranges = [r for r in ranges if r.q > 0]
     ranges.sort(key=lambda r: -r.q)
     return ranges
+
+
+def _tokens(value: str) -> Iterator[tuple[str, str]]:
+    """The pieces of an Accept value and the ``,`` or ``;`` after each ("" at the end); separators
+    inside quoted strings (RFC 9110 5.6.4) are text. One pass over the value: the regular
+    expression this replaces backtracked without end on 200 spaces and a lone quote."""
+    token: list[str] = []
+    quoted = escaped = False
+    for c in value:
+        if quoted:
+            quoted = escaped or c != '"'
+            escaped = not escaped and c == "\\"
+        elif c in ",;":
+            yield "".join(token), c
+            token = []
+            continue
+        else:
+            quoted = c == '"'
+        token.append(c)
+    yield "".join(token), ""
 
 
 def _media_range(tokens: list[str]) -> MediaRange | None:
@@ -131,7 +148,7 @@ def negotiate(ranges: Sequence[MediaRange], offers: Sequence[Offer], what: str) 
             chosen = next((o for o in candidates if o.default), None)
         if chosen is not None:
             return chosen
-    asked = ", ".join(map(str, ranges)) or "nothing"
+    asked = quoted(", ".join(map(str, ranges)) or "nothing", 200)
     available = ", ".join(f"{o.media_type}" + (f"; transfer-syntax={o.transfer_syntax}" if o.transfer_syntax else "")
                           for o in offers) or "nothing"
     raise DicomwebError(406, f"{what} is not available as {asked}; this server can provide {available}")

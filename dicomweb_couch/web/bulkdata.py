@@ -27,7 +27,7 @@ from pydicom.tag import Tag
 from dicomweb_couch.appkeys import COUCH, SETTINGS
 from dicomweb_couch.dicom import transfer_syntax
 from dicomweb_couch.dicom.dicomjson import BINARY_VRS
-from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.errors import DicomwebError, quoted
 from dicomweb_couch.store.remote_file import RemoteFile
 from dicomweb_couch.web import accept, frames, instances
 from dicomweb_couch.web.multipart import MultipartWriter
@@ -63,9 +63,9 @@ def parse_path(text: str) -> list[int]:
     """The tags and item indexes of a bulk data path: tag, or tag/index/tag/..., tags in hex."""
     parts = text.strip("/").split("/")
     valid = len(parts) % 2 == 1 and all(
-        _TAG.fullmatch(p) if i % 2 == 0 else p.isdigit() for i, p in enumerate(parts))
+        _TAG.fullmatch(p) if i % 2 == 0 else p.isascii() and p.isdigit() and len(p) <= 9 for i, p in enumerate(parts))
     if not valid:
-        raise DicomwebError(400, f"bulk data path {text!r} is not a tag (8 hex digits) or "
+        raise DicomwebError(400, f"bulk data path {quoted(text)} is not a tag (8 hex digits) or "
                                  "sequence tag/item index/tag...")
     return [int(p, 16) if i % 2 == 0 else int(p) for i, p in enumerate(parts)]
 

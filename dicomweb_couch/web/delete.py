@@ -27,7 +27,7 @@ async def delete(request: web.Request) -> web.Response:
         allowed = "GET, HEAD, POST" if series is None else "GET, HEAD"
         raise DicomwebError(405, "this archive is read-only: deleting is switched off (setting allow_delete)",
                             headers={"Allow": allowed})
-    found = await instances.find(request)
+    found = await instances.find(request, learn_syntax=False)  # a DELETE needs no transfer syntax
     deleted = await request.app[COUCH].delete_instances({i.doc_id: i.study for i in found})
     log.info("deleted %d instance(s) of %s", deleted, instances.describe(study, series, sop))
     return web.Response(status=204)

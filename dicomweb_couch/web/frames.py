@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import IO, Final
@@ -30,7 +31,7 @@ from pydicom.pixels import pack_bits, pixel_array
 
 from dicomweb_couch.appkeys import COUCH
 from dicomweb_couch.dicom import transfer_syntax
-from dicomweb_couch.errors import DicomwebError
+from dicomweb_couch.errors import DicomwebError, quoted
 from dicomweb_couch.store.remote_file import RemoteFile
 from dicomweb_couch.web import accept, instances
 from dicomweb_couch.web.instances import StoredInstance
@@ -40,7 +41,13 @@ from dicomweb_couch.web.responses import study_url
 OCTET_STREAM: Final = "application/octet-stream"
 _DEFER: Final = 1024
 _LONG_VALUE_VRS: Final = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UC", b"UR", b"UT", b"SQ", b"SV", b"UV"}
-_FRAME_LIST: Final = re.compile(r"\d+(,\d+)*")
+_FRAME_LIST: Final = re.compile(r"[0-9]{1,10}(,[0-9]{1,10})*")  # NumberOfFrames is an IS: 10 digits at most
+MAX_FRAME_LIST: Final = 1000
+"""Most frame numbers one request may name, whatever the instance."""
+REPEAT_ALLOWANCE: Final = 16
+"""Frame-list length always allowed, even beyond the instance's frames (see ``check_frame_list``)."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -177,11 +184,36 @@ def _encapsulated(pixels: PixelData, index: int) -> bytes:
 
 
 def parse_frame_list(text: str) -> list[int]:
-    """The frame numbers of a ``{frames}`` path segment (PS3.18 8.3.1: 1-based, comma-separated)."""
+    """The frame numbers of a ``{frames}`` path segment (PS3.18 8.3.1: 1-based, comma-separated),
+    at most ``MAX_FRAME_LIST`` of them (see ``check_frame_list`` for the limit per instance)."""
     cleaned = text.replace(" ", "")
     if not _FRAME_LIST.fullmatch(cleaned) or any(int(n) < 1 for n in cleaned.split(",")):
-        raise DicomwebError(400, f"frame list {text!r} is not a comma-separated list of frame numbers, 1 or more")
-    return [int(n) for n in cleaned.split(",")]
+        raise DicomwebError(400, f"frame list {quoted(text)} is not a comma-separated list of frame numbers, 1 or more")
+    numbers = [int(n) for n in cleaned.split(",")]
+    if len(numbers) > MAX_FRAME_LIST:
+        raise DicomwebError(400, f"the frame list names {len(numbers)} frames; at most {MAX_FRAME_LIST} may be "
+                                 f"asked for in one request")
+    return numbers
+
+
+def check_frame_list(instance: StoredInstance, numbers: list[int]) -> None:
+    """400 when a frame list is longer than the instance has frames (and than ``REPEAT_ALLOWANCE``),
+    404 when it names a frame beyond NumberOfFrames.
+
+    A frame may be named twice (the standard does not forbid it, and each mention gets its part),
+    but one short URL must not make an answer many times the instance: ``1,1,1,...`` with 2,001
+    entries returned 2,001 copies of a frame. So a list may be as long as the instance has
+    frames, or ``REPEAT_ALLOWANCE`` entries for instances with fewer: an answer is never larger
+    than the whole pixel data or that many frames.
+    """
+    allowed = max(instance.frames, REPEAT_ALLOWANCE)
+    if len(numbers) > allowed:
+        raise DicomwebError(400, f"the frame list names {len(numbers)} frames but instance {instance.sop} has "
+                                 f"{instance.frames}: a list may name at most {allowed} (each frame once, or "
+                                 f"{REPEAT_ALLOWANCE} in all for instances with fewer frames)")
+    if beyond := sorted({n for n in numbers if n > instance.frames}):  # before a multipart answer starts
+        raise DicomwebError(404, f"instance {instance.sop} has {instance.frames} frame(s); "
+                                 f"there is no frame {', '.join(map(str, beyond[:10]))}")
 
 
 def offers(stored: str | None) -> list[accept.Offer]:
@@ -214,6 +246,16 @@ async def open_pixels(request: web.Request, instance: StoredInstance) -> tuple[R
     return remote, pixels
 
 
+def unreadable(instance: StoredInstance, what: str, action: str) -> str:
+    """Why ``what`` of the instance cannot be ``action`` (read, decoded, rendered), in DICOM terms;
+    the library's own words go to the log, not to the client."""
+    syntax = transfer_syntax.name(instance.transfer_syntax)
+    if action == "read":
+        return f"{what} of instance {instance.sop} cannot be read: its pixel data does not match its header ({syntax})"
+    hint = "ask for it as stored (transfer-syntax=*)" if action == "decoded" else "its frames can be retrieved as stored"
+    return f"{what} of instance {instance.sop} (stored as {syntax}) cannot be {action} by this server; {hint}"
+
+
 def check_frames(instance: StoredInstance, pixels: PixelData, numbers: list[int]) -> None:
     if beyond := [n for n in numbers if n > pixels.frames]:
         raise DicomwebError(404, f"instance {instance.sop} has {pixels.frames} frame(s); "
@@ -223,6 +265,7 @@ def check_frames(instance: StoredInstance, pixels: PixelData, numbers: list[int]
 async def retrieve_frames(request: web.Request) -> web.StreamResponse:
     numbers = parse_frame_list(request.match_info["frames"])
     [instance] = await instances.find(request)
+    check_frame_list(instance, numbers)
     return await send_frames(request, instance, numbers)
 
 
@@ -241,8 +284,9 @@ async def send_frames(request: web.Request, instance: StoredInstance, numbers: l
                 try:
                     data = await asyncio.to_thread(read_frame, pixels, number - 1, not offer.stored)
                 except Exception as exc:  # pydicom's many ways of refusing broken pixel data
-                    raise DicomwebError(406, f"frame {number} of instance {instance.sop} cannot be "
-                                             f"{'read' if offer.stored else 'decoded'}: {exc}") from exc
+                    log.warning("frame %d of instance %s: %r", number, instance.sop, exc)  # the details
+                    raise DicomwebError(406, unreadable(instance, f"frame {number}",
+                                                        "read" if offer.stored else "decoded")) from exc
                 await writer.part(part_type(offer), data, location=f"{base}/frames/{number}")
         return writer.response
     finally:

@@ -8,8 +8,9 @@ belong together matches nothing: the view is keyed [study, series, instance].
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from dicomweb_couch.appkeys import COUCH
 from dicomweb_couch.errors import DicomwebError
 from dicomweb_couch.search.catalog import DDOC, HIGH
 from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.store.upgrade import learn_transfer_syntax
 
 BATCH = 1000
 
@@ -69,13 +71,33 @@ async def batches(couch: Couch, study: str, series: str | None = None,
         start = rows[BATCH]["key"]
 
 
-async def find(request: web.Request) -> list[StoredInstance]:
-    """Every instance the request's path names; 404 when there is none."""
+async def find(request: web.Request, learn_syntax: bool = True) -> list[StoredInstance]:
+    """Every instance the request's path names; 404 when there is none.
+
+    An instance stored by dcmjs-org/dicomweb-server has no recorded transfer syntax: unless the
+    caller does not need it (``learn_syntax``), it is learnt from the file's File Meta here, once,
+    and kept in the document (``store/upgrade.py``).
+    """
     study, series, instance = target(request)
-    found = [i async for batch in batches(request.app[COUCH], study, series, instance) for i in batch]
+    couch = request.app[COUCH]
+    found = [i async for batch in batches(couch, study, series, instance) for i in batch]
     if not found:
         raise DicomwebError(404, f"no {describe(study, series, instance)} is stored")
+    if learn_syntax and any(i.transfer_syntax is None for i in found):
+        found = await _with_transfer_syntax(couch, found)
     return found
+
+
+async def _with_transfer_syntax(couch: Couch, found: list[StoredInstance]) -> list[StoredInstance]:
+    reads = asyncio.Semaphore(4)
+
+    async def learn(instance: StoredInstance) -> StoredInstance:
+        if instance.transfer_syntax is not None:
+            return instance
+        async with reads:
+            return replace(instance, transfer_syntax=await learn_transfer_syntax(couch, instance.doc_id))
+
+    return list(await asyncio.gather(*(learn(i) for i in found)))
 
 
 def first_value(attrs: dict[str, Any], tag: str) -> Any:

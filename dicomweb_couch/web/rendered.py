@@ -15,6 +15,7 @@ the image is made by ``rendering``.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiohttp import hdrs, web
 
@@ -24,6 +25,7 @@ from dicomweb_couch.web import accept, frames, instances
 from dicomweb_couch.web.instances import StoredInstance
 from dicomweb_couch.web.multipart import MultipartWriter
 
+log = logging.getLogger(__name__)
 _OFFERS = [accept.Offer(media_type) for media_type in rendering.MEDIA_TYPES]
 
 
@@ -50,7 +52,8 @@ async def render_frame(request: web.Request, instance: StoredInstance, number: i
         except DicomwebError:
             raise
         except Exception as exc:  # pydicom's and Pillow's many ways of refusing odd pixel data
-            raise DicomwebError(406, f"instance {instance.sop} cannot be rendered: {exc}") from exc
+            log.warning("rendering frame %d of instance %s: %r", index + 1, instance.sop, exc)  # the details
+            raise DicomwebError(406, frames.unreadable(instance, f"frame {index + 1}", "rendered")) from exc
     finally:
         await remote.aclose()
 
@@ -65,6 +68,7 @@ async def instance_rendered(request: web.Request) -> web.StreamResponse:
 async def frames_rendered(request: web.Request) -> web.StreamResponse:
     numbers = frames.parse_frame_list(request.match_info["frames"])
     [instance] = await instances.find(request)
+    frames.check_frame_list(instance, numbers)
     params = rendering.parse_parameters(request.query)
     media_type = _media_type(request, f"frames of instance {instance.sop}")
     if len(numbers) == 1:

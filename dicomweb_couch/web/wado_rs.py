@@ -11,21 +11,26 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from dicomweb_couch.appkeys import COUCH
 from dicomweb_couch.dicom.legacy import normalize_stored
 from dicomweb_couch.errors import DicomwebError
 from dicomweb_couch.search.catalog import DDOC, HIGH
 from dicomweb_couch.store.couch import Couch
+from dicomweb_couch.web import accept
 from dicomweb_couch.web.bulkdata import bulkdata_base, with_bulkdata_uris
 from dicomweb_couch.web.instances import first_value
 from dicomweb_couch.web.responses import DICOM_JSON, dicom_json
 
 BATCH = 200
+_OFFERS = [accept.Offer(DICOM_JSON), accept.Offer("application/json")]
 
 
 async def metadata(request: web.Request) -> web.StreamResponse:
+    """406 unless the client accepts DICOM JSON (PS3.18 8.7: XML metadata is not offered)."""
+    ranges = accept.acceptable(request.headers.getall(hdrs.ACCEPT, []), request.query)
+    accept.negotiate(ranges, _OFFERS, "metadata")
     study = request.match_info["study"]
     series = request.match_info.get("series")
     instance = request.match_info.get("instance")

@@ -14,6 +14,7 @@ from dicomweb_couch.appkeys import COUCH
 from dicomweb_couch.dicom.dicomjson import is_valid_uid
 from dicomweb_couch.errors import DicomwebError
 from dicomweb_couch.search.catalog import DDOC
+from dicomweb_couch.store.upgrade import learn_transfer_syntax
 
 _DICOM = "application/dicom"
 
@@ -39,6 +40,8 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
         raise DicomwebError(404, f"no instance {uids['objectUID']} in series {uids['seriesUID']} of study {uids['studyUID']}")
     wanted_syntax = q.get("transferSyntax", "*").strip()
     stored_syntax = ((rows[0]["value"].get("00083002") or {}).get("Value") or [None])[0]
+    if stored_syntax is None and wanted_syntax != "*":  # a predecessor's document: ask the file
+        stored_syntax = await learn_transfer_syntax(couch, rows[0]["id"])
     if wanted_syntax not in ("*", stored_syntax):
         raise DicomwebError(406, f"transferSyntax={wanted_syntax} is not available: the instance is stored as {stored_syntax}")
     async with couch.attachment(rows[0]["id"], if_none_match=request.headers.get("If-None-Match")) as attachment:

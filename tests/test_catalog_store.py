@@ -65,6 +65,7 @@ async def test_restart_replays_only_the_changes_since_its_checkpoint(make_client
 @pytest.mark.parametrize("damage", ["garbage", "other database"])
 async def test_a_missing_or_unusable_file_is_rebuilt_from_couchdb(make_client, couch_db_name, tmp_path, caplog,
                                                                   damage):
+    caplog.set_level(logging.WARNING, "dicomweb_couch.search.catalog")
     path = tmp_path / "catalog.sqlite3"
     first = await make_client(couch_db_name, catalog_path=str(path))
     study = generate_uid()
@@ -78,7 +79,6 @@ async def test_a_missing_or_unusable_file_is_rebuilt_from_couchdb(make_client, c
     else:
         with sqlite3.connect(path) as db:  # the file of another database (a copied config, a moved file)
             db.execute("UPDATE meta SET value = 'http://elsewhere:5984/other' WHERE key = 'source'")
-    caplog.set_level(logging.WARNING, "dicomweb_couch.search.catalog")
     again = await make_client(couch_db_name, catalog_path=str(path))
     assert await study_uids(again) == [study]
     assert "rebuilding it from CouchDB" in caplog.text
@@ -125,6 +125,9 @@ async def test_first_start_on_a_large_database_answers_503_and_reports_progress(
     assert resp.status == 503 and resp.headers["Retry-After"] == "10"
     assert time.monotonic() - started < 1.0
     assert "being built" in (await resp.json())["message"]
+    ready = await client.get("/readyz")  # a load balancer sends the traffic elsewhere meanwhile
+    assert ready.status == 503 and "study catalog catching up" in (await ready.text())
+    assert (await client.get("/healthz")).status == 200
     while (resp := await client.get("/studies", params={"limit": "100"})).status == 503:
         await asyncio.sleep(0.2)
     assert resp.status == 200 and len(await resp.json()) == 30

@@ -41,7 +41,8 @@ HIGH: dict[str, Any] = {}  # collates after every string in a view key: the open
 # ~12 KB documents of a CT header) keep that to ~10 ms.
 CHANGES_BATCH = 100
 PROGRESS_EVERY = 5.0  # seconds between progress lines while catching up
-VIEWS = ("studies", "series", "instances", "membership")
+VIEWS = ("studies", "series", "instances", "membership")  # kept warm
+SEARCH_VIEWS = ("series", "instances")  # what searches read (study searches read the catalog)
 READERS = 2
 
 __all__ = ["DDOC", "HIGH", "CatalogNotReady", "StudyCatalog", "StudySummary"]

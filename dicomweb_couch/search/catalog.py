@@ -164,7 +164,8 @@ class StudyCatalog:
             await asyncio.sleep(interval)
 
     async def refresh(self) -> int:
-        """Apply the changes made before this call; return how many there were.
+        """Apply the changes made before this call; return how many there were (0 for the first
+        reading of a new catalog).
 
         Callers that arrive while no refresh has started reading share the next one, so a burst
         of searches costs one ``_changes`` request, not one each.
@@ -179,10 +180,10 @@ class StudyCatalog:
         if self._queued is not None:
             self._queued.cancel()
             await asyncio.gather(self._queued, return_exceptions=True)
+        await asyncio.to_thread(self._readers.shutdown, True)
         if self._store is not None:
-            await self._in_writer(self._store.close)
+            await self._in_writer(self._store.close_all)
         self._writer.shutdown(wait=False)
-        self._readers.shutdown(wait=False)
 
     async def _refresh(self) -> int:
         async with self._lock:
@@ -204,6 +205,7 @@ class StudyCatalog:
                 studies, instances = await self._in_reader(store.totals)
                 log.info("study catalog ready: %d studies, %d instances, %d changes read%s", studies, instances,
                          total, progress.took() if progress else "")
+                return 0  # a first reading is not news: the views are brought up to date by later changes
             return total
 
 

@@ -140,6 +140,7 @@ class CatalogStore:
         self.path = path
         self.source = source  # CouchDB URL and database the file mirrors: another one means rebuild
         self._local = threading.local()
+        self._every: list[sqlite3.Connection] = []
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._connection().executescript(_SCHEMA)
@@ -163,7 +164,9 @@ class CatalogStore:
         db = getattr(self._local, "db", None)
         if db is None:
             # a long busy timeout: two processes given the same file by mistake wait for each other
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True, timeout=60)
+            # used by this thread only; closed by close_all() once the threads are done
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+            self._every.append(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA cache_size=-16384")  # 16 MiB of pages per connection: memory stays fixed
@@ -188,6 +191,12 @@ class CatalogStore:
         if db is not None:
             db.close()
             self._local.db = None
+
+    def close_all(self) -> None:
+        """Close every thread's connection (at shutdown, when no thread uses them any more)."""
+        for db in self._every:
+            db.close()
+        self._every.clear()
 
     # -- the checkpoint --------------------------------------------------------------------
 

@@ -388,13 +388,17 @@ class Couch:
         event loop. Sequences are opaque (strings on CouchDB 3 clusters): only ever passed back."""
         url = self._path("_changes")
         params = {"since": str(since), "limit": str(limit), "include_docs": "true"}
-        try:
+
+        async def call() -> tuple[int, bytes]:
             async with self._http.get(url, params=params) as resp:
-                body = await resp.read()
+                return resp.status, await resp.read()
+
+        try:  # bounded like every other request (see _bounded): a frozen store is a 503, not a hang
+            status, body = await self._bounded(call(), f"GET {url}", None)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise CouchUnavailable(f"CouchDB request GET {url} failed: {exc!r}") from exc
-        if resp.status != 200:
-            raise CouchUnavailable(f"CouchDB answered {resp.status} to GET {url}: {body[:200]!r}")
+        if status != 200:
+            raise CouchUnavailable(f"CouchDB answered {status} to GET {url}: {body[:200]!r}")
         return body
 
     async def latest_revisions(self, doc_ids: list[str]) -> list[dict[str, Any]]:

@@ -319,6 +319,17 @@ def build_views(couch_url: str, database: str) -> float:
 
 
 def install_design_docs(server: Server, couch_url: str, database: str, logs: Path) -> None:
+    """Start the server just long enough to install its design documents, with a throwaway
+    catalog file, so that the measured first start really is one."""
+    own = dict(server.env)
+    server.env["DICOMWEB_COUCH_CATALOG_PATH"] = str(logs / f"install-{server.name}.sqlite3")
+    try:
+        _install(server, couch_url, database, logs)
+    finally:
+        server.env = own
+
+
+def _install(server: Server, couch_url: str, database: str, logs: Path) -> None:
     server.start(couch_url, database, logs / "install.log")
     deadline = time.time() + 120
     while time.time() < deadline:

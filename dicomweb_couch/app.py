@@ -66,7 +66,8 @@ async def _couch_context(app: web.Application) -> AsyncIterator[None]:
     if isinstance(files, FileStore):
         background.append(asyncio.create_task(files.sweep()))
         log.info("Part 10 files are kept in the file store %s", settings.file_store)
-    app[CATALOG] = StudyCatalog(couch)
+    app[CATALOG] = StudyCatalog(couch, settings.catalog_file)
+    await app[CATALOG].open()  # in a thread; a checkpoint found means searches can start at once
     app[SEARCH] = SearchEngine(couch, app[CATALOG], default_limit=settings.qido_default_limit,
                                max_limit=settings.qido_max_limit, patience=settings.index_patience)
     warmer = asyncio.create_task(app[CATALOG].keep_warm(settings.index_refresh))

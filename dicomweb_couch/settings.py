@@ -73,6 +73,14 @@ class Settings:
     dimse_network_timeout: float = 60.0  # seconds an idle association is kept open
     # README "The file store": a directory for the Part 10 files instead of CouchDB attachments; "" = attachments.
     file_store: str = ""
+    # The study catalog file of this process (README "What each process keeps"); "" = under var/catalog/,
+    # named for the database and port (and worker: ".workerN"), so every process keeps a file of its own.
+    catalog_path: str = ""
+
+    @property
+    def catalog_file(self) -> Path:
+        """Where this process keeps its study catalog."""
+        return Path(self.catalog_path or f"var/catalog/{self.database}-{self.port}.sqlite3")
 
     def __post_init__(self) -> None:
         prefix = self.prefix.strip()

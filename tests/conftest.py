@@ -169,11 +169,13 @@ def suite_auth() -> Iterator[SuiteAuth]:
 
 
 @pytest.fixture
-def make_client(aiohttp_client, couch_server: CouchServer, suite_auth: SuiteAuth) -> MakeClient:
+def make_client(aiohttp_client, couch_server: CouchServer, suite_auth: SuiteAuth, tmp_path: Path) -> MakeClient:
     """Start the server (a real TCP port) on a database of the real store, with any settings.
-    A test that sets ``auth`` itself is testing authentication: the suite's stays out of it."""
+    A test that sets ``auth`` itself is testing authentication: the suite's stays out of it.
+    Each server keeps its study catalog in a file of its own, as separate processes do."""
 
     async def make(database: str, **settings) -> TestClient:
+        settings.setdefault("catalog_path", str(tmp_path / f"catalog-{uuid.uuid4().hex[:8]}.sqlite3"))
         suite = SuiteAuth({}, {}) if "auth" in settings else suite_auth
         config = Settings(couch_url=couch_server.url, couch_user=couch_server.user,
                           couch_password=couch_server.password, database=database, couch_wait=30,

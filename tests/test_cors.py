@@ -70,7 +70,7 @@ async def test_a_wrong_method_is_a_readable_405(client):
 
 
 async def test_qido_warning_can_be_read_by_the_page(client):
-    resp = await client.get("/studies", params={"orderby": "PatientName"}, headers={"Origin": ORIGIN})
+    resp = await client.get("/studies", params={"emptyvaluematching": "true"}, headers={"Origin": ORIGIN})
     assert resp.headers["Warning"].startswith("299 ")
     assert "Warning" in exposed(resp)
 

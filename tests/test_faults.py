@@ -337,6 +337,9 @@ async def test_error_answers(aiohttp_client) -> None:
 async def test_a_view_still_indexing_is_503_with_retry_after(make_client, couch_db_name) -> None:
     client = await make_client(couch_db_name, couch_view_timeout=0.001)
     study = generate_uid()
+    # stored first: study searches read the catalog, series and instance searches of a known study the views
+    body, content_type = multipart(list(_instances(study, 1).values()))
+    assert (await client.post("/studies", data=body, headers={"Content-Type": content_type, **ACCEPT_JSON})).status == 200
     resp = await client.get(f"/studies/{study}/series/{_series(study)}/instances", headers=ACCEPT_JSON)
     body = await resp.json()
     assert resp.status == 503 and resp.headers["Retry-After"].isdigit()

@@ -1,6 +1,6 @@
 """Several server processes on one port (``--workers N``), supervised by the one that was started.
 
-Each worker is a whole server (its own CouchDB connection, study catalog and metrics) listening on
+Each worker is a whole server (its own CouchDB connection, study catalog file and metrics) listening on
 the same address with ``SO_REUSEPORT``, so the kernel spreads new connections over them and a
 request never depends on which worker answers (README "Several workers"). The supervisor forwards
 SIGTERM/SIGINT to every worker, each of which then finishes its requests in flight within
@@ -31,8 +31,10 @@ def supervise(settings: Settings, serve: Callable[[Settings, bool], None]) -> in
     stopping = False
 
     def start(index: int) -> BaseProcess:
-        # The DIMSE gateway's port is not shared (pynetdicom binds it alone): worker 0 serves it.
-        own = settings if index == 0 else replace(settings, dimse_port=0)
+        # The DIMSE gateway's port is not shared (pynetdicom binds it alone): worker 0 serves it;
+        # every worker keeps a study catalog file of its own.
+        own = replace(settings, catalog_path=str(settings.catalog_file.with_suffix(f".worker{index}.sqlite3")),
+                      dimse_port=settings.dimse_port if index == 0 else 0)
         process = context.Process(target=serve, args=(own, True), name=f"dicomweb_couch worker {index}")
         process.start()
         log.info("started worker %d (pid %s)", index, process.pid)

@@ -1,206 +1,171 @@
-"""The study catalog: one summary per study, from the ``studies`` view, kept current in memory.
+"""The study catalog: one summary per study, kept current from CouchDB's changes feed.
 
-Study searches need a row per study (attributes, counts, modalities, SOP classes). The
-``studies`` view grouped per study gives exactly that, but a grouped reduce over the whole view
-costs what the archive costs on pouchdb-server, which reduces in JavaScript over every row of
-the range (pouchdb-abstract-mapreduce ``queryViewInQueue``), and every query would pay for it.
-So the per-study rows are read once, kept here, and brought up to date before each study
-search from CouchDB's changes feed: a query then costs one ``_changes`` request plus, for each
-study that changed since the last query, one grouped read of that study's rows. The view stays
-the single source of truth (a rebuild is a full re-read), and every server process in front of
-the same database keeps its own catalog, so a STOW on one is seen by the next search on any.
+Each server process keeps its own catalog in a SQLite file (``catalog_store.py``), checkpointed
+at the CouchDB sequence it has applied: a restart replays only what changed since, and a new or
+unreadable file is rebuilt from the changes feed (the documents are the source of truth; the
+catalog derives from them what the design views derive, with the same attribute lists). Before
+each search the catalog applies the changes made until then, so a STOW or DELETE through any
+process is seen by the next search through every process, at the cost of one ``_changes``
+request when nothing changed.
 
-Which study changed comes from the ``membership`` view (document id -> study) for live
-documents, and from the tombstone for deleted ones (this server deletes with the study UID kept
-in the tombstone); a deletion the catalog cannot place triggers a rebuild.
+All SQLite work runs in threads, never on the event loop: one writer (changes are applied in
+order), and readers that see the last committed state meanwhile. A first start on a large
+database catches up in the background, logging its progress; until it has caught up searches
+are refused with :class:`CatalogNotReady` (the web layer answers 503 with Retry-After).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import json
 import logging
-from collections import Counter, defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
 
-from dicomweb_couch.dicom.legacy import normalize_stored
-from dicomweb_couch.search.matching import normalize_index_text
+from dicomweb_couch.search.catalog_store import (
+    CatalogStore,
+    Condition,
+    CorruptCatalog,
+    StudySummary,
+)
 from dicomweb_couch.store.couch import Couch, IndexNotReady
 
 log = logging.getLogger(__name__)
 
 DDOC = "qido"
 HIGH: dict[str, Any] = {}  # collates after every string in a view key: the open end of a range
-CHANGES_BATCH = 1000
-REBUILD_AFTER = 20_000  # a backlog of changes larger than this is cheaper to rebuild than to replay
-MAX_PARALLEL = 8
-VIEWS = ("studies", "series", "instances", "membership")
+# Documents per _changes request. The body is parsed in the writer thread, but json.loads holds
+# the GIL for the whole parse, i.e. blocks the event loop too: 100 documents (~1.2 MB with the
+# ~12 KB documents of a CT header) keep that to ~10 ms.
+CHANGES_BATCH = 100
+PROGRESS_EVERY = 5.0  # seconds between progress lines while catching up
+VIEWS = ("studies", "series", "instances", "membership")  # kept warm
+SEARCH_VIEWS = ("series", "instances")  # what searches read (study searches read the catalog)
+READERS = 2
 
+__all__ = ["DDOC", "HIGH", "CatalogNotReady", "StudyCatalog", "StudySummary"]
 
-@dataclass
-class StudySummary:
-    """One study as the ``studies`` view groups it."""
-
-    uid: str
-    variants: Counter[str] = field(default_factory=Counter)  # study attributes (JSON) -> instances
-    series: set[str] = field(default_factory=set)
-    modalities: set[str] = field(default_factory=set)
-    sop_classes: set[str] = field(default_factory=set)
-
-    @property
-    def instances(self) -> int:
-        return sum(self.variants.values())
-
-    @cached_property
-    def dataset(self) -> dict[str, Any]:
-        """Study-level attributes as most of the study's instances carry them, and the computed
-        ones (PS3.18 10.6.3.3) but RetrieveURL, which depends on the request. Computed once:
-        a changed study gets a new summary."""
-        attrs = normalize_stored(json.loads(self.variants.most_common(1)[0][0]))
-        attrs.update({
-            "00080056": {"vr": "CS", "Value": ["ONLINE"]},
-            "00080061": {"vr": "CS", "Value": sorted(self.modalities)},
-            "00080062": {"vr": "UI", "Value": sorted(self.sop_classes)},
-            "00201206": {"vr": "IS", "Value": [len(self.series)]},
-            "00201208": {"vr": "IS", "Value": [self.instances]},
-        })
-        return dict(sorted(attrs.items()))
-
-
-EXACT_TAGS = ("00080050", "00080061", "00080062", "00100020", "00200010")
-SORTED_TAGS = ("00080020", "00080090", "00100010")  # dates; person names, upper-cased, whole and by component
-
-
-class StudyIndex:
-    """Look-ups over the catalog whose cost follows the answer: exact values, and ranges or
-    prefixes over sorted values. Person names are indexed upper-cased (PN matching ignores case),
-    whole and by name component, in every representation; the caller still checks each match."""
-
-    def __init__(self, studies: Iterable[StudySummary]):
-        exact: dict[str, defaultdict[str, set[str]]] = {t: defaultdict(set) for t in EXACT_TAGS}
-        ordered: dict[str, list[tuple[str, str]]] = {t: [] for t in SORTED_TAGS}
-        for study in studies:
-            for tag in EXACT_TAGS:
-                for value in _strings(study.dataset.get(tag)):
-                    exact[tag][value].add(study.uid)
-            for value in _strings(study.dataset.get("00080020")):
-                ordered["00080020"].append((value, study.uid))
-            for tag in ("00080090", "00100010"):
-                for name in _names(study.dataset.get(tag)):
-                    ordered[tag] += [(key, study.uid) for key in {name, *name.split("^")} if key]
-        self._exact = exact
-        self._ordered = {tag: sorted(rows) for tag, rows in ordered.items()}
-
-    def exact(self, tag: str, value: str) -> set[str]:
-        return set(self._exact[tag].get(value, ()))
-
-    def between(self, tag: str, low: str, high: str | None) -> set[str]:
-        """Studies with a value in [low, high]; high None is open."""
-        rows = self._ordered[tag]
-        start = bisect.bisect_left(rows, (low, ""))
-        end = len(rows) if high is None else bisect.bisect_right(rows, (high, "\uffff"))
-        return {uid for _, uid in rows[start:end]}
-
-
-def _strings(element: dict[str, Any] | None) -> list[str]:
-    return [v for v in (element or {}).get("Value", []) if isinstance(v, str) and v]
-
-
-def _names(element: dict[str, Any] | None) -> list[str]:
-    names = []
-    for value in (element or {}).get("Value", []):
-        if isinstance(value, dict):
-            names += [normalize_index_text(v) for v in value.values() if isinstance(v, str)]
-    return names
-
-
-def summaries(rows: Iterable[dict[str, Any]]) -> dict[str, StudySummary]:
-    """Fold ``studies`` rows at group_level 5 into one summary per study."""
-    studies: dict[str, StudySummary] = {}
-    for row in rows:
-        uid, attrs, series, modality, sop_class = row["key"]
-        summary = studies.setdefault(uid, StudySummary(uid))
-        summary.variants[attrs] += row["value"]
-        summary.series.add(series)
-        if modality:
-            summary.modalities.add(modality)
-        if sop_class:
-            summary.sop_classes.add(sop_class)
-    return studies
-
-
-async def study_rows(couch: Couch, uid: str | None = None) -> dict[str, StudySummary]:
-    """The summary of one study, or of every study (no key range: nothing depends on how the
-    server collates strings), read from the view."""
-    key_range = {"startkey": [uid], "endkey": [uid, HIGH]} if uid is not None else {}
-    rows = await couch.view(DDOC, "studies", group_level=5, **key_range)
-    return summaries(rows)
+T = TypeVar("T")
 
 
 class CatalogNotReady(Exception):
-    """The catalog is being read for the first time and took longer than a client should wait."""
+    """The catalog is being filled for the first time (a new server on an existing database)."""
 
 
 class StudyCatalog:
-    def __init__(self, couch: Couch):
+    def __init__(self, couch: Couch, path: Path | str):
         self._couch = couch
-        self._studies: dict[str, StudySummary] = {}
-        self._ordered: list[StudySummary] | None = None
-        self._index: StudyIndex | None = None
+        self.path = Path(path)
+        self._store: CatalogStore | None = None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="catalog-writer")
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="catalog-reader")
         self._seq: Any = None
+        self._ready = False
         self._lock = asyncio.Lock()
+        self._opening = asyncio.Lock()
         self._queued: asyncio.Future[int] | None = None
 
-    async def current(self, patience: float = 10.0) -> tuple[list[StudySummary], bool]:
-        """Every study in UID order, including every change made before this call, and False;
-        or, when bringing it up to date takes longer than ``patience`` seconds (a large import
-        being indexed), the last state and True, while the update goes on in the background."""
+    # -- threads -----------------------------------------------------------------------------
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def _in_reader(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+
+    async def open(self) -> CatalogStore:
+        """Open the file (in the writer thread), or start a new one if it is unreadable or mirrors
+        another database; its checkpoint says where to resume."""
+        async with self._opening:
+            if self._store is None:
+                await self._open_file()
+        assert self._store is not None
+        return self._store
+
+    async def _open_file(self) -> None:
+        source = f"{self._couch.url}/{self._couch.database}"
+        try:
+            self._store = await self._in_writer(CatalogStore, self.path, source)
+        except CorruptCatalog as exc:
+            log.warning("study catalog %s cannot be used (%s): rebuilding it from CouchDB", self.path, exc)
+            await self._in_writer(_remove, self.path)
+            self._store = await self._in_writer(CatalogStore, self.path, source)
+        self._seq = await self._in_writer(self._store.checkpoint)
+        self._ready = self._seq is not None
+        if self._ready:
+            log.info("study catalog %s: resuming from its checkpoint", self.path)
+
+    # -- what searches use ---------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether the catalog has caught up with CouchDB at least once (it can answer searches)."""
+        return self._ready
+
+    async def current(self, patience: float = 10.0) -> bool:
+        """Bring the catalog up to date with every change made before this call and return False;
+        or, when that takes longer than ``patience`` seconds (a large import), return True (the
+        last state, stale) while the update goes on. Before the catalog has ever caught up, raise
+        CatalogNotReady at once: the client is told to come back, not kept waiting."""
         update = asyncio.ensure_future(self.refresh())
         update.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported by the shared refresh
         try:
-            await asyncio.wait_for(asyncio.shield(update), patience)
-            stale = False
+            await asyncio.wait_for(asyncio.shield(update), patience if self._ready else min(patience, 0.5))
+            return False
         except asyncio.TimeoutError:
-            if self._seq is None:
+            if not self._ready:
                 raise CatalogNotReady() from None
-            stale = True
-        if self._ordered is None:
-            self._ordered = [self._studies[uid] for uid in sorted(self._studies)]
-            self._index = StudyIndex(self._ordered)
-        return self._ordered, stale
+            return True
 
-    @property
-    def index(self) -> StudyIndex:
-        """Look-ups as of the last ``current()``."""
-        assert self._index is not None, "current() first"
-        return self._index
+    async def find(self, conditions: list[Condition], order: list[tuple[str, bool]],
+                   check: Callable[[dict[str, Any]], bool] | None, offset: int, limit: int
+                   ) -> tuple[list[StudySummary], bool]:
+        """A page of studies (see ``CatalogStore.find``), read in a thread."""
+        store = await self.open()
+        return await self._in_reader(store.find, conditions, order, check, offset, limit)
+
+    async def get(self, uid: str) -> StudySummary | None:
+        store = await self.open()
+        return await self._in_reader(store.get, uid)
+
+    async def totals(self) -> tuple[int, int]:
+        """How many studies and instances the catalog holds."""
+        store = await self.open()
+        return await self._in_reader(store.totals)
+
+    # -- following CouchDB -------------------------------------------------------------------
 
     async def keep_warm(self, interval: float) -> None:
-        """Apply changes every ``interval`` seconds, and have CouchDB index them in every view, so
-        that after a bulk import the indexes are built in the background, not by a user's query."""
+        """Apply changes every ``interval`` seconds (so a first start catches up without waiting for
+        a search), and have CouchDB index them in every view, so that after a bulk import the
+        indexes are built in the background, not by a user's query."""
+        failing = False
         while True:
             try:
-                if await self.refresh():
+                if await self.refresh() or failing:
                     for view in VIEWS:
                         await self._couch.view(DDOC, view, limit=0, reduce=False)
+                if failing:
+                    log.info("background index update: the views are current again")
+                failing = False
             except asyncio.CancelledError:
                 raise
-            except IndexNotReady as exc:  # CouchDB goes on indexing: nothing is wrong
-                log.info("indexes still being built: %s", exc)
-            except Exception as exc:  # the database may be down for a while: try again later
-                log.warning("background index update failed: %s", exc)
+            except IndexNotReady as exc:  # CouchDB goes on indexing: nothing is wrong (said once)
+                log.log(logging.DEBUG if failing else logging.INFO, "indexes still being built: %s", exc)
+                failing = True
+            except Exception as exc:  # noqa: BLE001 - the warmer must outlive any one failure
+                # CouchDB down for a while, or (CouchDB 3) a view still building after a large
+                # import, which it answers with 500 after 60 s: said once, not every interval
+                log.log(logging.DEBUG if failing else logging.WARNING,
+                        "background index update: %s (trying again every %.0f s)", exc, interval)
+                failing = True
             await asyncio.sleep(interval)
 
-    def get(self, uid: str) -> StudySummary | None:
-        """A study as of the last ``current()``."""
-        return self._studies.get(uid)
-
     async def refresh(self) -> int:
-        """Apply the changes made before this call; return how many there were.
+        """Apply the changes made before this call; return how many there were (0 for the first
+        reading of a new catalog).
 
         Callers that arrive while no refresh has started reading share the next one, so a burst
         of searches costs one ``_changes`` request, not one each.
@@ -211,70 +176,63 @@ class StudyCatalog:
         return await asyncio.shield(self._queued)
 
     async def close(self) -> None:
-        """Stop a refresh nobody waits for any more (at shutdown, before the connection closes)."""
+        """Stop a refresh nobody waits for any more, and the threads (at shutdown)."""
         if self._queued is not None:
             self._queued.cancel()
             await asyncio.gather(self._queued, return_exceptions=True)
+        await asyncio.to_thread(self._readers.shutdown, True)
+        if self._store is not None:
+            await self._in_writer(self._store.close_all)
+        self._writer.shutdown(wait=False)
 
     async def _refresh(self) -> int:
         async with self._lock:
             self._queued = None  # from here on, newcomers need a later refresh
-            if self._seq is None:
-                await self._rebuild()
-                return 0
+            store = await self.open()
+            catching_up = not self._ready
+            progress = _Progress(await self._couch.database_info()) if catching_up else None
             total = 0
             while True:
-                results, last_seq = await self._couch.changes(self._seq, CHANGES_BATCH)
-                total += len(results)
-                if total > REBUILD_AFTER:
-                    await self._rebuild()
-                    return total
-                if results and not await self._apply(results):
-                    await self._rebuild()
-                    return total
-                self._seq = last_seq
-                if len(results) < CHANGES_BATCH:
-                    return total
+                body = await self._couch.changes_with_docs(self._seq if self._seq is not None else 0, CHANGES_BATCH)
+                count, self._seq = await self._in_writer(store.apply_feed, body)
+                total += count
+                if progress is not None:
+                    progress.report(total, store.path)
+                if count < CHANGES_BATCH:
+                    break
+            if catching_up:
+                self._ready = True
+                studies, instances = await self._in_reader(store.totals)
+                log.info("study catalog ready: %d studies, %d instances, %d changes read%s", studies, instances,
+                         total, progress.took() if progress else "")
+                return 0  # a first reading is not news: the views are brought up to date by later changes
+            return total
 
-    async def _rebuild(self) -> None:
-        seq = await self._couch.update_seq()  # before the read: later changes get replayed
-        log.info("reading the study catalog from the studies view (database at sequence %s; "
-                 "CouchDB first indexes what is new, which takes a while after a large import)", seq)
-        started = asyncio.get_running_loop().time()
-        self._studies = await study_rows(self._couch)
-        self._ordered, self._seq = None, seq
-        log.info("study catalog: %d studies, read in %.1f s", len(self._studies),
-                 asyncio.get_running_loop().time() - started)
 
-    async def _apply(self, results: list[dict[str, Any]]) -> bool:
-        """Re-read the studies these changes touched; False if a deletion cannot be placed."""
-        ids = [r["id"] for r in results if not r["id"].startswith(("_design/", "_local/"))]
-        deleted = {r["id"] for r in results if r.get("deleted")}
-        live = [i for i in ids if i not in deleted]
-        touched: set[str] = set()
-        if live:
-            touched |= {row["value"] for row in await self._couch.view_keys(DDOC, "membership", live)}
-        if deleted:
-            for doc in await self._couch.latest_revisions(sorted(deleted)):
-                study = ((doc.get("dataset") or {}).get("0020000D") or {}).get("Value") or [None]
-                if isinstance(study[0], str):
-                    touched.add(study[0])
-                elif doc.get("_deleted"):
-                    return False
-        gate = asyncio.Semaphore(MAX_PARALLEL)
+class _Progress:
+    """Progress lines while a new catalog catches up with a large database."""
 
-        async def reread(uid: str) -> None:
-            async with gate:
-                found = await study_rows(self._couch, uid)
-            if uid in found:
-                self._studies[uid] = found[uid]
-            else:
-                self._studies.pop(uid, None)
+    def __init__(self, info: dict[str, Any]):
+        self.expected = int(info.get("doc_count", 0)) + int(info.get("doc_del_count", 0))
+        self.started = self.last = time.monotonic()
+        log.info("study catalog: reading %d documents from CouchDB's changes feed (first start on this "
+                 "database); searches answer 503 until it is done", self.expected)
 
-        await asyncio.gather(*(reread(uid) for uid in touched))
-        if touched:
-            self._ordered = None
-        return True
+    def report(self, done: int, path: Path) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            share = f" ({100 * done / self.expected:.0f}%)" if self.expected else ""
+            log.info("study catalog %s: %d of about %d documents%s, %.0f documents/s", path.name, done,
+                     self.expected, share, done / (now - self.started))
+
+    def took(self) -> str:
+        return f" in {time.monotonic() - self.started:.1f} s"
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:

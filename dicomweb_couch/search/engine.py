@@ -8,23 +8,28 @@ callable the caller passes, so the engine never builds a URL itself.
 Every filter is sorted by the level its attribute belongs to (``dicom/levels.py``):
 
 - **study filters** are checked on the study catalog (``search/catalog.py``: one summary per
-  study, kept current from the ``studies`` view); those its index can answer (StudyInstanceUID,
-  PatientID, PatientName/ReferringPhysicianName without a leading wildcard, AccessionNumber,
-  StudyID, StudyDate, Modality/ModalitiesInStudy) first narrow the candidates, so the cost
-  follows the answer. Substring filters (``*TERM*``) scan the catalog, one row per study.
+  study in a SQLite file per process, kept current from the changes feed); those its indexes
+  can answer (StudyInstanceUID, PatientID, AccessionNumber, StudyID, Modality/ModalitiesInStudy,
+  SOPClassUID/SOPClassesInStudy exactly; StudyDate ranges; PatientName/ReferringPhysicianName
+  prefixes; ``*TERM*`` and fuzzy names and StudyDescription through a trigram index) first
+  narrow the candidates in SQLite, so the cost follows the answer; every candidate is then
+  checked by the matching rules (``matching.py``).
 - **series filters** are checked on the ``series`` view rows of the studies in scope;
 - **instance filters** on the ``instances`` view rows of the series in scope (with the documents
   when a filter or includefield asks for an attribute the view does not carry).
 
 A search at a level keeps the rows that match its own filters and have a match below for the
-lower-level filters (e.g. studies with a series whose SeriesDescription matches). Results are
-in UID order, so pages are stable: no duplicates and no gaps.
+lower-level filters (e.g. studies with a series whose SeriesDescription matches). Studies come
+in ``orderby`` order (ties and no ``orderby``: the order they entered the catalog, so studies
+stored meanwhile come after every page already read); series and instances in UID order within
+their study, or in ``orderby`` order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -33,20 +38,33 @@ from typing import Any
 from dicomweb_couch.dicom.dicomjson import element
 from dicomweb_couch.dicom.legacy import normalize_stored
 from dicomweb_couch.dicom.levels import INSTANCE, level_of
-from dicomweb_couch.search.catalog import (
-    DDOC,
+from dicomweb_couch.search import catalog_store
+from dicomweb_couch.search.catalog import DDOC, HIGH, StudyCatalog, StudySummary
+from dicomweb_couch.search.catalog_store import (
     EXACT_TAGS,
-    HIGH,
-    StudyCatalog,
-    StudyIndex,
-    StudySummary,
+    NAME_TAGS,
+    TEXT_TAGS,
+    Condition,
+    literal_runs,
 )
-from dicomweb_couch.search.matching import Matcher, normalize_index_text, wildcard_prefix
-from dicomweb_couch.search.query import COMPUTED, INSTANCE_FIELDS, SERIES_FIELDS, STUDY_FIELDS, Query, parse_query
+from dicomweb_couch.search.matching import (
+    Matcher,
+    fold_text,
+    normalize_index_text,
+    wildcard_prefix,
+)
+from dicomweb_couch.search.query import (
+    COMPUTED,
+    INSTANCE_FIELDS,
+    SERIES_FIELDS,
+    STUDY_FIELDS,
+    Query,
+    parse_query,
+)
 from dicomweb_couch.store.couch import Couch
 
 MAX_PARALLEL = 8
-SCAN_SLICE = 1000  # studies checked between two turns of the event loop
+CHUNK = 64  # studies read from the catalog at a time when a search goes on below the study level
 LEVELS = ("study", "series", "instance")
 
 UrlFor = Callable[..., str]
@@ -87,7 +105,7 @@ class SearchEngine:
         if level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
         query = parse_query(params, level, self.default_limit, self.max_limit)
-        run = _Search(self, query, url_for)
+        run = _Search(self, query, url_for, level)
         if level == "study":
             return await run.studies()
         if level == "series":
@@ -98,8 +116,9 @@ class SearchEngine:
 class _Search:
     """One search: the query, where links point, and the steps shared by the three levels."""
 
-    def __init__(self, engine: SearchEngine, query: Query, url_for: UrlFor | None):
+    def __init__(self, engine: SearchEngine, query: Query, url_for: UrlFor | None, level: str):
         self.engine, self.couch, self.catalog = engine, engine.couch, engine.catalog
+        self.level = level
         self.query = query
         self.url_for = url_for
 
@@ -165,27 +184,37 @@ class _Search:
 
     # -- the studies in scope ---------------------------------------------------------------
 
-    async def _every_study(self) -> tuple[list[StudySummary], bool]:
-        """All studies, up to date; a stale state is noted so the answer can say so."""
+    async def _up_to_date(self) -> bool:
+        """Bring the catalog up to date; True if it could not be within the patience (stale)."""
         return await self.catalog.current(self.engine.patience)
 
-    async def _studies(self) -> tuple[list[StudySummary], bool]:
-        """Studies that pass the study-level filters, in UID order, and whether the catalog is stale."""
-        every, stale = await self._every_study()
+    def _check(self) -> Callable[[dict[str, Any]], bool] | None:
         query = self.query
-        plans = [plan for m in query.at("study")
-                 if (plan := _index_plan(self.catalog.index, m, query.fuzzy)) is not None]
-        pool = every if not plans else [s for uid in sorted(set.intersection(*plans))
-                                        if (s := self.catalog.get(uid))]
-        return [s async for s in _taking_turns(pool) if query.match("study", s.dataset)], stale
+        return (lambda dataset: query.match("study", dataset)) if query.at("study") else None
 
-    async def _scoped_studies(self, scope: str | None) -> tuple[list[StudySummary], bool]:
-        """The study of the URL, or every study passing the study-level filters."""
-        if scope is None:
-            return await self._studies()
-        _, stale = await self._every_study()
-        study = self.catalog.get(scope)
-        return ([study] if study is not None else []), stale
+    async def _study_page(self, offset: int, limit: int) -> tuple[list[StudySummary], bool]:
+        """Studies passing the study-level filters, in order, ``limit`` of them from ``offset``."""
+        query = self.query
+        conditions = [c for m in query.at("study") if (c := _index_plan(m, query.fuzzy)) is not None]
+        order = [(catalog_store.sort_path(tag, vr), desc) for tag, vr, desc in query.order] if self.level == "study" else []
+        return await self.catalog.find(conditions, order, self._check(), offset, limit)
+
+    async def _each_study(self, scope: str | None) -> AsyncIterator[StudySummary]:
+        """The study of the URL, or every study passing the study-level filters, in order; read
+        from the catalog a chunk at a time (growing), so a search that stops early reads little."""
+        if scope is not None:
+            study = await self.catalog.get(scope)
+            if study is not None:
+                yield study
+            return
+        offset, chunk = 0, CHUNK
+        while True:
+            studies, more = await self._study_page(offset, chunk)
+            for study in studies:
+                yield study
+            if not more:
+                return
+            offset, chunk = offset + len(studies), chunk * 2
 
     async def _has_match_below(self, study: str, series: str | None = None) -> bool:
         """Whether the study (or series) has a series and instance matching the lower-level filters."""
@@ -209,23 +238,35 @@ class _Search:
 
     async def studies(self) -> SearchResult:
         query = self.query
-        studies, stale = await self._studies()
-        if query.at("series") or query.at("instance"):
-            studies = [s async for s in _filter_concurrently(studies, lambda s: self._has_match_below(s.uid))]
-        page = studies[query.offset:query.offset + query.limit]
+        stale = await self._up_to_date()
+        if not (query.at("series") or query.at("instance")):
+            page, more = await self._study_page(query.offset, query.limit)
+        else:
+            wanted = query.offset + query.limit + 1
+            found: list[StudySummary] = []
+            batch: list[StudySummary] = []
+            async for study in self._each_study(None):
+                batch.append(study)
+                if len(batch) == MAX_PARALLEL:
+                    found += [s async for s in _filter_concurrently(batch, lambda s: self._has_match_below(s.uid))]
+                    batch = []
+                    if len(found) >= wanted:
+                        break
+            found += [s async for s in _filter_concurrently(batch, lambda s: self._has_match_below(s.uid))]
+            page, more = found[query.offset:query.offset + query.limit], len(found) > query.offset + query.limit
         records = [query.returned(STUDY_FIELDS, self.study_record(s)) for s in page]
-        return SearchResult(records, len(studies) > query.offset + query.limit, stale, query)
+        return SearchResult(records, more, stale, query)
 
     async def series(self, scope: str | None) -> SearchResult:
         query = self.query
-        studies, stale = await self._scoped_studies(scope)
+        stale = await self._up_to_date()
         found: list[dict[str, Any]] = []
         wanted = query.offset + query.limit + 1
         skipped = 0
-        for study in studies:
-            if (not found and not query.at("series") and not query.at("instance")
-                    and skipped + len(study.series) <= query.offset):
-                skipped += len(study.series)  # a whole study before the page: counted, not read
+        async for study in self._each_study(scope):
+            if (not found and not query.order and not query.at("series") and not query.at("instance")
+                    and skipped + study.series <= query.offset):
+                skipped += study.series  # a whole study before the page: counted, not read
                 continue
             for record in await self.series_records(study.uid):
                 if query.match("series", record) and (
@@ -233,19 +274,19 @@ class _Search:
                         or await self._has_match_below(study.uid, record["0020000E"]["Value"][0])):
                     self._with_study(record, study if not scope else None)
                     found.append(record)
-            if skipped + len(found) >= wanted:
+            if skipped + len(found) >= wanted and not query.order:
                 break
         return self._page(found, skipped, SERIES_FIELDS, stale)
 
     async def instances(self, scope: str | None, series: str | None) -> SearchResult:
         query = self.query
-        studies, stale = await self._scoped_studies(scope)
+        stale = await self._up_to_date()
         with_docs = self._needs_docs()
         found: list[dict[str, Any]] = []
         wanted = query.offset + query.limit + 1
         skipped = 0
-        for study in studies:
-            unfiltered = not query.at("series") and not query.at("instance")
+        async for study in self._each_study(scope):
+            unfiltered = not query.at("series") and not query.at("instance") and not query.order
             if not found and series is None and unfiltered and skipped + study.instances <= query.offset:
                 skipped += study.instances
                 continue
@@ -258,43 +299,53 @@ class _Search:
                         and query.match("instance", record)):
                     self._with_study(record, study if not scope else None)
                     found.append(record)
-            if skipped + len(found) >= wanted:
+            if skipped + len(found) >= wanted and not query.order:
                 break
         return self._page(found, skipped, INSTANCE_FIELDS, stale)
 
     def _page(self, found: list[dict[str, Any]], skipped: int, defaults: Iterable[str], stale: bool) -> SearchResult:
         query = self.query
+        for tag, vr, descending in reversed(query.order):  # stable sorts, least significant first
+            found.sort(key=lambda r: _sort_key(r, tag, vr), reverse=descending)
         start = query.offset - skipped
         page = found[start:start + query.limit]
         more = len(found) > start + query.limit
         return SearchResult([query.returned(defaults, r) for r in page], more, stale, query)
 
 
-def _index_plan(index: StudyIndex, m: Matcher, fuzzy: bool) -> set[str] | None:
-    """The studies the catalog's index says can match this filter, or None if it cannot say."""
-    if m.path == "0020000D" and m.kind in ("single", "list"):
-        return set(m.values)
-    if m.path == "00080020" and m.vr == "DA" and m.kind in ("single", "range"):
-        return index.between(m.path, m.low or "", m.high)
+def _index_plan(m: Matcher, fuzzy: bool) -> Condition | None:
+    """What the catalog's indexes can say about this filter (a superset of the studies that
+    match it), or None if they cannot say."""
     tag = m.path
+    if tag == "0020000D" and m.kind in ("single", "list"):
+        return catalog_store.exact(tag, m.values)
+    if tag == "00080020" and m.vr == "DA" and m.kind in ("single", "range"):
+        return catalog_store.between(tag, m.low or "", m.high)
     if tag in EXACT_TAGS and m.kind in ("single", "list"):
-        return set().union(*(index.exact(tag, v) for v in m.values))
-    if tag in ("00100010", "00080090") and not fuzzy and m.kind in ("single", "wildcard"):
-        prefix = wildcard_prefix(m)
-        if prefix:  # a prefix range even without wildcard: stored names may have trailing '^'
-            prefix = normalize_index_text(prefix)
-            return index.between(tag, prefix, prefix + "\uffff")
+        return catalog_store.exact(tag, m.values)
+    if tag in NAME_TAGS and fuzzy and m.kind in ("single", "wildcard"):
+        runs = [r for part in re.split(r"[\^\s=]+", fold_text(m.values[0])) for r in literal_runs(part)]
+        return catalog_store.containing(f"f{tag}", runs) if runs else None
+    if tag in NAME_TAGS and m.kind in ("single", "wildcard") and (prefix := wildcard_prefix(m)):
+        # a prefix range even without wildcard: stored names may have trailing '^'
+        prefix = normalize_index_text(prefix)
+        return catalog_store.between(tag, prefix, prefix + "\uffff")
+    if tag in TEXT_TAGS and m.kind in ("single", "wildcard"):
+        runs = [r for part in m.values[0].split("=") for r in literal_runs(part)]
+        return catalog_store.containing(f"t{tag}", runs) if runs else None
     return None
 
 
-async def _taking_turns(items: list[StudySummary]) -> AsyncIterator[StudySummary]:
-    """The items, letting other requests run every ``SCAN_SLICE`` of them: a scan of a large
-    catalog (a substring filter on 100,000 studies) must not hold the event loop."""
-    for start in range(0, len(items), SCAN_SLICE):
-        if start:
-            await asyncio.sleep(0)
-        for item in items[start:start + SCAN_SLICE]:
-            yield item
+def _sort_key(record: Mapping[str, Any], tag: str, vr: str) -> tuple[int, Any]:
+    """A series or instance record's place for ``orderby``: missing values first, numbers as numbers."""
+    element = record.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    value = values[0] if isinstance(values, list) and values else None
+    if isinstance(value, dict):
+        value = value.get("Alphabetic")
+    if value is None:
+        return (0, "")
+    return (1, value) if isinstance(value, (int, float)) else (2, str(value))
 
 
 async def _filter_concurrently(items: list[Any], keep: Any) -> AsyncIterator[Any]:

@@ -385,3 +385,9 @@ def _date_time(date: Any, time: Any) -> str | None:
     """Stored DA + TM as one sortable DT key; a missing time counts as midnight."""
     date_key, time_key = _stored_key("DA", date), _stored_key("TM", time)
     return None if date_key is None else date_key + (time_key or _MIDNIGHT)
+
+
+def fold_text(text: str) -> str:
+    """The case- and accent-insensitive form fuzzy matching compares (PS3.18 8.3.4.2), for indexes
+    that must agree with it (the study catalog's trigram index)."""
+    return _fold(text)

@@ -26,8 +26,8 @@ COMPUTED = {"00080056", "00080061", "00080062", "00081190", "00201206", "0020120
 DATE_TIME_PAIRS = (("00080020", "00080030"), ("00080021", "00080031"), ("00080022", "00080032"),
                    ("00080023", "00080033"), ("00400244", "00400245"))
 
-_CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
-_IGNORED = {"orderby", "emptyvaluematching", "multiplevaluematching"}  # accepted, said in a Warning
+_CONTROL = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
+_IGNORED = {"emptyvaluematching", "multiplevaluematching"}  # accepted, said in a Warning
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Query:
     fuzzy: bool
     limit_cut: bool  # the client asked for more than the server's maximum
     ignored: tuple[str, ...]  # parameters accepted but not applied
+    order: tuple[tuple[str, str, bool], ...] = ()  # orderby: (tag, VR, descending), most significant first
 
     def at(self, level: str) -> tuple[Matcher, ...]:
         return self.matchers.get(level, ())
@@ -53,7 +54,7 @@ class Query:
         """The attributes of ``record`` to return: defaults, included fields and matching keys."""
         if self.include_all:
             return dict(record)
-        keys = {m.path.split(".")[0] for ms in self.matchers.values() for m in ms}
+        keys = {m.path.split(".")[0] for ms in self.matchers.values() for m in ms} | {t for t, _, _ in self.order}
         wanted = set(defaults) | self.include | COMPUTED | keys
         return {tag: value for tag, value in record.items() if tag in wanted}
 
@@ -65,8 +66,11 @@ def parse_query(params: Mapping[str, str], level: str, default_limit: int, max_l
     include: set[str] = set()
     include_all = False
     ignored = []
+    order: list[tuple[str, str, bool]] = []
     for key, value in params.items():
-        if key == "includefield":
+        if key == "orderby":
+            order += _order(value, level)
+        elif key == "includefield":
             for name in filter(None, (v.strip() for v in value.split(","))):
                 if name == "all":
                     include_all = True
@@ -96,7 +100,22 @@ def parse_query(params: Mapping[str, str], level: str, default_limit: int, max_l
     for m in matchers.values():
         by_level.setdefault(_filter_level(m.path, level), []).append(m)
     return Query({k: tuple(v) for k, v in by_level.items()}, include_all, frozenset(include),
-                 min(limit, max_limit), offset, fuzzy == "true", limit > max_limit, tuple(ignored))
+                 min(limit, max_limit), offset, fuzzy == "true", limit > max_limit, tuple(ignored), tuple(order))
+
+
+def _order(value: str, level: str) -> list[tuple[str, str, bool]]:
+    """``orderby=-StudyDate,PatientName`` (as dcm4chee takes it): keywords or tags, comma-separated
+    or repeated, ``-`` for descending. At the study level only study attributes can order."""
+    order = []
+    for item in filter(None, (v.strip() for v in value.split(","))):
+        descending = item.startswith("-")
+        path, vr = resolve_key(item.lstrip("+-"))
+        if "." in path or vr == "SQ":
+            raise QueryError(f"orderby: {item!r} is a sequence; results can only be ordered by plain attributes")
+        if level == "study" and level_of(path) not in ("study", "any"):
+            raise QueryError(f"orderby: {item!r} is not a study-level attribute (PS3.4 C.6.1.1.3)")
+        order.append((path, vr, descending))
+    return order
 
 
 def _filter_level(path: str, searched: str) -> str:

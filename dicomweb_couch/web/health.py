@@ -26,7 +26,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from dicomweb_couch.appkeys import COUCH, SETTINGS
+from dicomweb_couch.appkeys import CATALOG, COUCH, SETTINGS
+from dicomweb_couch.search.catalog import SEARCH_VIEWS
 from dicomweb_couch.store import design_docs
 from dicomweb_couch.store.couch import Couch, CouchUnavailable, seq_number
 
@@ -77,7 +78,7 @@ async def index_lag(couch: Couch) -> dict[str, int]:
     lags: dict[str, int] = {}
     for doc_id, content in _design_docs().items():
         ddoc = doc_id.split("/", 1)[1]
-        for view in content["views"]:
+        for view in (v for v in content["views"] if v in SEARCH_VIEWS):
             lags[f"{ddoc}/{view}"] = max(0, db_seq - seq_number(await couch.view_update_seq(ddoc, view)))
     return lags
 
@@ -114,6 +115,8 @@ async def readyz(request: web.Request) -> web.Response:
         problems, facts = await asyncio.wait_for(_problems(couch, request.app[SETTINGS].ready_index_lag), _TIMEOUT)
     except (TimeoutError, CouchUnavailable) as exc:
         problems, facts = [f"CouchDB did not answer the readiness checks within {_TIMEOUT:.0f} s: {exc}"], {}
+    if not request.app[CATALOG].ready:
+        problems.append("study catalog catching up with the database (first start; progress in the log)")
     body = {"status": "not ready" if problems else "ready", "problems": problems, **facts}
     return web.json_response(body, status=503 if problems else 200, headers=_NO_STORE)
 

@@ -67,13 +67,16 @@ async def status(app: web.Application, counts: bool = True) -> Status:
         facts = replace(facts, couch_version=str((await app[COUCH].server_info()).get("version")))
         if not counts:
             return facts
-        studies, _ = await app[CATALOG].current(settings.index_patience)
+        # the page is a health check too: it waits at most a moment for the counts (0.1 s while a
+        # first start catches up, when there are none yet)
+        await app[CATALOG].current(min(settings.index_patience, 1.0 if app[CATALOG].ready else 0.1))
+        studies, instances = await app[CATALOG].totals()
     except CouchUnavailable as exc:  # the details (which address, what failed) are for the log only
         log.error("status page: CouchDB unavailable: %s", exc)
         return replace(facts, couch_url=None, database=None, couch_error=STORE_UNAVAILABLE)
     except CatalogNotReady:  # a large archive being indexed for the first time: no counts yet
         return facts
-    return replace(facts, studies=len(studies), instances=sum(study.instances for study in studies))
+    return replace(facts, studies=studies, instances=instances)
 
 
 def _count(n: int | None, one: str, many: str) -> str:

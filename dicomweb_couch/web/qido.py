@@ -54,7 +54,6 @@ def _answer(request: web.Request, result: SearchResult) -> web.Response:
         warnings.append(f'299 {request.host} "The study index is being updated after a large change; '
                         f'results may be incomplete for a few moments."')
     for name in query.ignored:
-        warnings.append(f'299 {request.host} "The {name} parameter is not supported and was ignored; '
-                        f'results are in UID order."')
+        warnings.append(f'299 {request.host} "The {name} parameter is not supported and was ignored."')
     headers = {"Warning": ", ".join(warnings)} if warnings else None
     return dicom_json(result.records, headers=headers)

@@ -1,10 +1,11 @@
 """WADO-URI (PS3.18 9): ``?requestType=WADO&studyUID=&seriesUID=&objectUID=`` returns the Part 10 file.
 
-The document id of an instance is its SOP Instance UID, so its file is asked for at once; the
-three UIDs of the request are checked against the file's own header in its first chunk
-(``dicom.identity``), and only when that cannot tell, against the document or, for a predecessor's
-document under another id, the ``instances`` view (``_find``). One store request per WADO-URI
-request. The file is streamed from its CouchDB attachment to the client chunk by chunk: memory
+The document id of an instance is its SOP Instance UID, so its file is asked for at once; where
+a document and its file are written in one step (Apache CouchDB), the three UIDs of the request
+are checked against the file's own header in its first chunk (``dicom.identity``): one store
+request per WADO-URI request. Otherwise (pouchdb-server, which gets the file before the document's
+dataset), and when the header cannot tell, they are checked against the document or, for a
+predecessor's document under another id, the ``instances`` view (``_find``). The file is streamed from its CouchDB attachment to the client chunk by chunk: memory
 stays constant whatever the file's size, and Content-Length and ETag are passed on (a client's
 If-None-Match gets a 304). From the file store the kernel sends the file (sendfile), and Range
 requests are answered with 206. The Accept header is ignored, as PS3.18 9.1 makes ``contentType`` the
@@ -54,7 +55,11 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
     async with files.open(sop, if_none_match=etag) as found:  # the document id is the SOP Instance UID
         if found is not None:
             prefix, named = b"", None
-            if found.chunks is not None and found.status == 200:
+            # The file's own header may vouch for the request only where a document and its file
+            # are written in one step. pouchdb-server gets the file before the document's dataset
+            # (store/couch.py, attachment-first): there the document must confirm the instance, or a
+            # store cut off between the two writes would serve a file no search shows.
+            if found.chunks is not None and found.status == 200 and not couch.attachment_first:
                 prefix = await _prefix(found.chunks)
                 named = identify(prefix)
                 if named is not None and (named.study, named.series, named.sop) == (study, series, sop):

@@ -194,11 +194,13 @@ async def test_movescu_and_getscu_from_dcmtk(make_client, couch_db_name, tmp_pat
                               str(archive.port))
         assert code == 0, out
         assert set(dest.received) == set(files)
-        code, out = await run(binary("getscu"), "-S", "-aec", AE_TITLE, "-od", str(tmp_path), "-k",
+        received = tmp_path / "getscu"  # a folder of its own: the test's server keeps files in tmp_path too
+        received.mkdir()
+        code, out = await run(binary("getscu"), "-S", "-aec", AE_TITLE, "-od", str(received), "-k",
                               "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1",
                               str(archive.port))
         assert code == 0, out
-        got = {pydicom.dcmread(p).SOPInstanceUID: dataset_part(p.read_bytes()) for p in tmp_path.iterdir()}
+        got = {pydicom.dcmread(p).SOPInstanceUID: dataset_part(p.read_bytes()) for p in received.iterdir()}
         assert got == {uid: dataset_part(f) for uid, f in files.items()}
     finally:
         dest.stop()

@@ -67,20 +67,27 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
                     return await _send(request, found, prefix)
             instance, looked = await _find(couch, study, series, sop, found.doc), True
             if instance is not None and instance[0] == sop:
-                _check_syntax(wanted, instance[2] or (named.transfer_syntax if named else None))
+                known = instance[2] or (named.transfer_syntax if named else None)
+                _check_syntax(wanted, await _syntax(couch, sop, known, wanted))
                 return await _send(request, found, prefix)
     if not looked:
         instance = await _find(couch, study, series, sop, None)
     if instance is None:
         raise DicomwebError(404, f"no instance {sop} in series {series} of study {study}")
     doc_id, doc, stored_syntax = instance
-    if stored_syntax is None and wanted != "*":  # a predecessor's document: ask the file
-        stored_syntax = await learn_transfer_syntax(couch, doc_id)  # (and keeps it in the document)
-    _check_syntax(wanted, stored_syntax)
+    _check_syntax(wanted, await _syntax(couch, doc_id, stored_syntax, wanted))
     async with files.open(doc_id, doc, if_none_match=etag) as found:
         if found is None:
             raise DicomwebError(404, f"instance {sop} has no stored file")
         return await _send(request, found, b"")
+
+
+async def _syntax(couch: Couch, doc_id: str, known: str | None, wanted: str) -> str | None:
+    """The stored transfer syntax, when a specific one is asked for: a predecessor's document
+    records none, so the file's File Meta is asked (and the answer kept in the document)."""
+    if known is None and wanted != "*":
+        return await learn_transfer_syntax(couch, doc_id)
+    return known
 
 
 def _check_syntax(wanted: str, stored: str | None) -> None:

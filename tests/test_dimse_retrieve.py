@@ -20,6 +20,8 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from dicomweb_couch.appkeys import COUCH
+
 COMPRESSED = "SC_rgb_jpeg_gdcm.dcm"  # JPEG Baseline, a storage SOP class
 
 
@@ -204,3 +206,32 @@ async def test_movescu_and_getscu_from_dcmtk(make_client, couch_db_name, tmp_pat
         assert got == {uid: dataset_part(f) for uid, f in files.items()}
     finally:
         dest.stop()
+
+
+async def test_c_store_and_c_get_with_the_file_store(make_client, couch_db_name, tmp_path):
+    """With file_store set, what C-STORE receives goes to the file store (no attachment), and C-GET
+    sends it back from there, byte-exact: the gateway keeps and reads files where the server does."""
+    store = tmp_path / "files"
+    archive = await start_archive(make_client, couch_db_name, file_store=str(store))
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    sent = make_instance(study, series, sop)
+    ds = pydicom.dcmread(io.BytesIO(sent))
+
+    def c_store() -> int:
+        ae = AE(ae_title="STORESCU")
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", archive.port, ae_title=AE_TITLE)
+        assert assoc.is_established
+        try:
+            return assoc.send_c_store(ds).Status
+        finally:
+            assoc.release()
+
+    assert await asyncio.to_thread(c_store) == 0x0000
+    doc = await archive.client.app[COUCH].get_doc(sop)
+    assert "file" in doc and "_attachments" not in doc
+    assert [p for p in store.rglob("*.dcm") if not {"tmp", "trash"} & set(p.relative_to(store).parts)]
+    received: dict[str, bytes] = {}
+    statuses = await asyncio.to_thread(c_get, archive.port, identifier(StudyInstanceUID=study), received)
+    assert statuses[-1].Status == 0x0000 and statuses[-1].NumberOfCompletedSuboperations == 1
+    assert received == {sop: dataset_part(sent)}
